@@ -1,0 +1,5 @@
+"""``python -m moeconnect``."""
+
+from moeconnect.cli import main
+
+main()

@@ -1,0 +1,173 @@
+"""Workspaces, keys and operator tokens: the operations the CLI, admin API and dashboard share.
+
+Validation lives here, once; the shells only translate input and render output. Plaintext keys
+and tokens exist only in the return value of the call that made them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from .dcs import DEFAULT_DCS, normalise_region
+from .digests import key_digest, token_digest
+from .durations import MAX_GRACE, format_duration
+from .keys import (
+    SCOPES,
+    WORKSPACE_ID_PATTERN,
+    generate_key,
+    generate_token,
+    key_hint,
+    new_workspace_id,
+    validate_imported_key,
+)
+from .records import ApiKey, OperatorToken, RotationResult, Workspace
+from .store import Store
+
+__all__ = ["Accounts", "InvalidInput", "NewKey", "NewToken"]
+
+
+class InvalidInput(ValueError):
+    """Input that can't be accepted; the message says what would be."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    """A key just generated: the plaintext is here and nowhere else, ever."""
+
+    key: str
+    rotation: RotationResult
+
+    def __repr__(self) -> str:
+        return f"NewKey(key='…{self.rotation.key.hint}', key_id={self.rotation.key.id!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class NewToken:
+    token: str
+    record: OperatorToken
+
+    def __repr__(self) -> str:
+        return f"NewToken(token='…{self.record.hint}', id={self.record.id!r})"
+
+
+def _check_scope(scope: str) -> str:
+    if scope not in SCOPES:
+        raise InvalidInput(f"unknown scope {scope!r}; use one of {', '.join(SCOPES)}")
+    return scope
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    if not 1 <= len(name) <= 100:
+        raise InvalidInput("a workspace name must be 1 to 100 characters long")
+    return name
+
+
+class Accounts:
+    """The account operations over one store and one server secret."""
+
+    def __init__(
+        self, store: Store, secret: bytes, known_dcs: tuple[str, ...] = DEFAULT_DCS
+    ) -> None:
+        self.store = store
+        self._secret = secret
+        self.known_dcs = known_dcs
+
+    def digest(self, key: str) -> bytes:
+        return key_digest(self._secret, key)
+
+    # -- workspaces -----------------------------------------------------------------------
+
+    def check_dc(self, dc: str) -> str:
+        canonical = normalise_region(dc, self.known_dcs)
+        if canonical is None:
+            raise InvalidInput(
+                f"unknown data center {dc!r}; use one of {', '.join(self.known_dcs)}"
+            )
+        return canonical
+
+    async def create_workspace(
+        self, name: str, dc: str = "01", workspace_id: str | None = None
+    ) -> Workspace:
+        if workspace_id is not None and not WORKSPACE_ID_PATTERN.match(workspace_id):
+            raise InvalidInput(
+                "a workspace ID must be 1 to 64 characters of letters, digits, '_' and '-'"
+            )
+        return await self.store.create_workspace(
+            workspace_id or new_workspace_id(), _check_name(name), self.check_dc(dc)
+        )
+
+    async def rename_workspace(self, workspace_id: str, name: str) -> Workspace:
+        return await self.store.rename_workspace(workspace_id, _check_name(name))
+
+    # -- keys -----------------------------------------------------------------------------
+
+    @staticmethod
+    def check_grace(grace: timedelta | None) -> timedelta | None:
+        if grace is None or grace <= timedelta(0):
+            return None
+        if grace > MAX_GRACE:
+            raise InvalidInput(
+                f"a grace period can be at most {format_duration(MAX_GRACE)}, "
+                f"not {format_duration(grace)}"
+            )
+        return grace
+
+    async def generate_key(
+        self, workspace_id: str, scope: str = "data", grace: timedelta | None = None
+    ) -> NewKey:
+        """Generate a key; a previous one ends now, or after ``grace``."""
+        key = generate_key(_check_scope(scope))
+        return NewKey(key, await self._store(workspace_id, scope, key, "generated", grace))
+
+    async def import_key(
+        self, workspace_id: str, key: str, scope: str = "data", grace: timedelta | None = None
+    ) -> RotationResult:
+        """Store a key made elsewhere (fixtures, migrations); the caller already has it."""
+        _check_scope(scope)
+        if problem := validate_imported_key(key):
+            raise InvalidInput(problem)
+        return await self._store(workspace_id, scope, key, "imported", grace)
+
+    async def _store(
+        self, workspace_id: str, scope: str, key: str, origin: str, grace: timedelta | None
+    ) -> RotationResult:
+        grace = self.check_grace(grace)
+        now = datetime.now(UTC)
+        return await self.store.store_key(
+            workspace_id,
+            scope,
+            self.digest(key),
+            key_hint(key),
+            origin,
+            now=now,
+            previous_expires_at=now + grace if grace else None,
+        )
+
+    async def revoke_key(self, workspace_id: str, scope: str = "data") -> int:
+        return await self.store.revoke_key(workspace_id, _check_scope(scope), now=datetime.now(UTC))
+
+    async def list_keys(self, workspace_id: str) -> list[ApiKey]:
+        return await self.store.list_keys(workspace_id)
+
+    # -- operator tokens ----------------------------------------------------------------------
+
+    async def create_token(self, name: str) -> NewToken:
+        name = name.strip()
+        if not 1 <= len(name) <= 100:
+            raise InvalidInput("a token name must be 1 to 100 characters long")
+        token = generate_token()
+        record = await self.store.create_token(
+            name, token_digest(self._secret, token), key_hint(token)
+        )
+        return NewToken(token, record)
+
+    async def authenticate_token(self, token: str) -> OperatorToken | None:
+        """The active operator token matching ``token``, looked up by its keyed digest."""
+        if not token or len(token) > 256:
+            return None
+        record = await self.store.token_by_digest(token_digest(self._secret, token))
+        if record is None or record.revoked_at is not None:
+            return None
+        return record

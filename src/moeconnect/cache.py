@@ -1,0 +1,141 @@
+"""The in-process credential cache, and the change watcher that keeps it honest.
+
+A valid request served from here costs no database round trip. Entries live at most ``ttl``
+seconds (the safety net when invalidations are lost); every write that changes a workspace appends
+to the store's change feed, which :class:`ChangeWatcher` polls and turns into invalidations, so a
+rotation or revocation made by any process reaches every worker within one poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+
+from .records import WorkspaceCredentials
+from .store import Store, StoreError
+
+__all__ = ["ChangeWatcher", "CredentialCache"]
+
+log = logging.getLogger("moeconnect.cache")
+
+
+class CredentialCache:
+    """Workspace ID → (expiry, credentials), bounded in size and age."""
+
+    __slots__ = ("_entries", "hits", "max_entries", "misses", "ttl")
+
+    def __init__(self, ttl: float = 30.0, max_entries: int = 200_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, float, WorkspaceCredentials]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, workspace_id: str) -> tuple[float, WorkspaceCredentials] | None:
+        """(time loaded, credentials) if cached and fresh."""
+        entry = self._entries.get(workspace_id)
+        if entry is None:
+            self.misses += 1
+            return None
+        expires, loaded, record = entry
+        if time.monotonic() >= expires:
+            self._entries.pop(workspace_id, None)
+            self.misses += 1
+            return None
+        self.hits += 1
+        return loaded, record
+
+    def put(self, record: WorkspaceCredentials, loaded: float | None = None) -> None:
+        if self.ttl <= 0:
+            return
+        now = time.monotonic() if loaded is None else loaded
+        entries = self._entries
+        if record.workspace_id not in entries and len(entries) >= self.max_entries:
+            # Dicts keep insertion order: drop the oldest tenth in one go.
+            for stale in list(entries)[: max(1, self.max_entries // 10)]:
+                del entries[stale]
+        entries[record.workspace_id] = (now + self.ttl, now, record)
+
+    def invalidate(self, workspace_id: str) -> None:
+        self._entries.pop(workspace_id, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class ChangeWatcher:
+    """Polls the store's change feed and invalidates the cache entries it names.
+
+    The feed's IDs can commit out of order on PostgreSQL, so each poll re-reads a small window
+    below the newest ID seen and remembers which IDs it already applied.
+    """
+
+    WINDOW = 256
+
+    def __init__(self, store: Store, cache: CredentialCache, interval: float = 0.25) -> None:
+        self.store = store
+        self.cache = cache
+        self.interval = interval
+        self.last_id = 0
+        self._seen: deque[int] = deque(maxlen=4096)
+        self._seen_set: set[int] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.healthy = True
+        self.last_poll = 0.0
+
+    async def start(self) -> None:
+        try:
+            self.last_id = await self.store.last_change_id()
+        except StoreError as err:
+            log.warning("change feed unavailable at start: %s", err)
+        self._task = asyncio.create_task(self._run(), name="moeconnect-change-watcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _remember(self, change_id: int) -> bool:
+        if change_id in self._seen_set:
+            return False
+        if len(self._seen) == self._seen.maxlen:
+            self._seen_set.discard(self._seen[0])
+        self._seen.append(change_id)
+        self._seen_set.add(change_id)
+        return True
+
+    async def poll_once(self) -> int:
+        """Apply new changes; returns how many workspaces were invalidated."""
+        changes = await self.store.changes_since(max(0, self.last_id - self.WINDOW))
+        applied = 0
+        for change_id, workspace_id in changes:
+            if self._remember(change_id):
+                self.cache.invalidate(workspace_id)
+                applied += 1
+            self.last_id = max(self.last_id, change_id)
+        self.last_poll = time.monotonic()
+        return applied
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.poll_once()
+                if not self.healthy:
+                    log.info("change feed reachable again")
+                self.healthy = True
+            except StoreError as err:
+                if self.healthy:
+                    log.warning("change feed poll failed: %s", err)
+                self.healthy = False
+            except Exception:
+                log.exception("change watcher error")
+                self.healthy = False
+            await asyncio.sleep(self.interval)

@@ -1,0 +1,117 @@
+"""What every command shares: ``--db``, ``--json``, running the store, and friendly errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import click
+import orjson
+
+from ..accounts import Accounts, InvalidInput
+from ..config import DEFAULT_DB, ConfigError, load_secret
+from ..store import Conflict, NotFound, Store, StoreUnavailable, open_store
+
+__all__ = [
+    "db_option",
+    "emit_json",
+    "fail",
+    "iso",
+    "json_option",
+    "print_table",
+    "read_secret",
+    "run",
+    "with_accounts",
+]
+
+T = TypeVar("T")
+
+db_option = click.option(
+    "--db",
+    "db_url",
+    envvar="MOECONNECT_DB",
+    default=DEFAULT_DB,
+    show_default=True,
+    help="Database URL: sqlite:///path.db or postgresql://user@host/db (env MOECONNECT_DB).",
+)
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document on stdout, nothing else."
+)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print ``Error: message`` to stderr and exit non-zero."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine, turning store and input errors into one sentence on stderr."""
+    try:
+        return asyncio.run(coro)
+    except InvalidInput as err:
+        fail(str(err), 2)
+    except NotFound as err:
+        fail(f"{err}; check the ID with `moeconnect workspace list`.", 1)
+    except Conflict as err:
+        fail(str(err), 1)
+    except StoreUnavailable as err:
+        fail(f"the database can't be reached ({err}); check --db or MOECONNECT_DB.", 3)
+    except ConfigError as err:
+        fail(str(err), 2)
+    raise AssertionError("unreachable")
+
+
+async def _with_store(
+    db_url: str, action: Callable[[Accounts], Awaitable[T]], migrate: bool = True
+) -> T:
+    try:
+        store: Store = open_store(db_url)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    try:
+        if migrate:
+            await store.migrate()
+        accounts = Accounts(store, load_secret(db_url))
+        return await action(accounts)
+    finally:
+        await store.close()
+
+
+def with_accounts(db_url: str, action: Callable[[Accounts], Awaitable[T]]) -> T:
+    """Open the store at ``db_url`` (migrating it), run ``action``, close it."""
+    return run(_with_store(db_url, action))
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def emit_json(document: Any) -> None:
+    click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    table = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+    for i, row in enumerate(table):
+        click.echo("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip())
+        if i == 0:
+            click.echo("  ".join("-" * w for w in widths))
+
+
+def read_secret(what: str, env_var: str | None = None) -> str:
+    """A secret from ``env_var``, piped stdin, or a hidden prompt — never from argv."""
+    if env_var and os.environ.get(env_var):
+        return os.environ[env_var]
+    if not sys.stdin.isatty():
+        value = sys.stdin.readline().rstrip("\r\n")
+        if not value:
+            fail(f'no {what} on standard input; pipe it in, e.g. `printf %s "$KEY" | ...`', 2)
+        return value
+    value = click.prompt(what.capitalize(), hide_input=True, err=True)
+    return str(value)

@@ -1,0 +1,97 @@
+"""``moeconnect serve``: the API, admin API and dashboard under uvicorn."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from ..dcs import DEFAULT_DCS, parse_dc_list
+from ..store import open_store
+from ._common import db_option, fail, run
+
+__all__ = ["serve"]
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--dc",
+    default="01",
+    show_default=True,
+    help="Data center(s) served, e.g. 01 or 01,02 (then chosen by the api-XX. Host header).",
+)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    help="Address or network of a proxy whose X-Forwarded-For is believed (repeatable).",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@db_option
+def serve(
+    host: str,
+    port: int,
+    dc: str,
+    workers: int,
+    ssl_certfile: str | None,
+    ssl_keyfile: str | None,
+    trusted_proxies: tuple[str, ...],
+    log_level: str,
+    db_url: str,
+) -> None:
+    """Run the Test Connection API, the admin API and the dashboard."""
+    import uvicorn
+
+    try:
+        dcs = parse_dc_list(dc, DEFAULT_DCS)
+    except ValueError as err:
+        fail(f"--dc: {err}", 2)
+    if bool(ssl_certfile) != bool(ssl_keyfile):
+        fail("give both --ssl-certfile and --ssl-keyfile, or neither", 2)
+
+    async def migrate() -> None:
+        store = open_store(db_url)
+        try:
+            await store.migrate()
+        finally:
+            await store.close()
+
+    try:
+        run(migrate())  # once, before any worker starts
+    except ValueError as err:
+        fail(str(err), 2)
+    # Workers build their app from the environment, so every one sees the same settings.
+    os.environ["MOECONNECT_DB"] = db_url
+    os.environ["MOECONNECT_DC"] = ",".join(dcs)
+    os.environ["MOECONNECT_LOG_LEVEL"] = log_level
+    if trusted_proxies:
+        os.environ["MOECONNECT_TRUSTED_PROXIES"] = ",".join(trusted_proxies)
+    from ..logs import configure_logging
+
+    configure_logging(log_level)
+    uvicorn.run(
+        "moeconnect.http.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,204 @@
+"""The error catalogue: every outcome code with its HTTP status, ``type`` and message.
+
+Pure data. The HTTP layer only renders these; the check table only chooses among them. Messages
+are one sentence a person can act on; templates take keyword arguments named in ``{braces}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["CATALOGUE", "STALE_SUCCESS", "SUCCESS", "ErrorSpec", "render_message"]
+
+SUCCESS: Final = "SUCCESS"
+STALE_SUCCESS: Final = "SUCCESS_STALE_KEY"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSpec:
+    """One row of the catalogue."""
+
+    code: str
+    status: int
+    type: str
+    message: str
+
+
+_BAD = "Bad Request"
+_AUTH = "Authentication required"
+
+CATALOGUE: Final[dict[str, ErrorSpec]] = {
+    spec.code: spec
+    for spec in (
+        ErrorSpec(
+            "METHOD_NOT_ALLOWED",
+            405,
+            "Method Not Allowed",
+            "Use POST for this endpoint; {method} is not allowed.",
+        ),
+        ErrorSpec(
+            "PAYLOAD_TOO_LARGE",
+            413,
+            "Payload Too Large",
+            "The request body is larger than {limit} bytes; send only app_id, app_secret, "
+            "source and region.",
+        ),
+        ErrorSpec(
+            "UNSUPPORTED_MEDIA_TYPE",
+            415,
+            "Unsupported Media Type",
+            "Set the Content-Type header to application/json.",
+        ),
+        ErrorSpec(
+            "AUTH_MISSING",
+            401,
+            _AUTH,
+            "Send an Authorization header: Basic base64(workspace_id:data_api_key).",
+        ),
+        ErrorSpec(
+            "AUTH_MALFORMED",
+            401,
+            _AUTH,
+            "The Authorization header is not valid Basic credentials ({reason}); send "
+            "Basic base64(workspace_id:data_api_key).",
+        ),
+        ErrorSpec(
+            "RATE_LIMITED",
+            429,
+            "Rate Limit Exceeded",
+            "Too many attempts ({limit}); wait {retry_after} seconds before trying again.",
+        ),
+        ErrorSpec(
+            "APPKEY_MISSING",
+            400,
+            _BAD,
+            "Send the MOE-APPKEY header with your workspace ID.",
+        ),
+        ErrorSpec(
+            "INVALID_JSON",
+            400,
+            _BAD,
+            "The request body must be a JSON object with app_id, app_secret, source and region.",
+        ),
+        ErrorSpec(
+            "FIELD_MISSING",
+            400,
+            _BAD,
+            "The request body is missing the field {field}; add it as a non-empty string.",
+        ),
+        ErrorSpec(
+            "FIELD_INVALID",
+            400,
+            _BAD,
+            "The field {field} must be {expected}.",
+        ),
+        ErrorSpec(
+            "UNKNOWN_REGION",
+            400,
+            _BAD,
+            "The region {region} is not a known data center; use one of {known}.",
+        ),
+        ErrorSpec(
+            "WORKSPACE_ID_MISMATCH",
+            400,
+            _BAD,
+            "The {where} does not match the workspace ID in the Authorization header; send the "
+            "same workspace ID in all three places.",
+        ),
+        ErrorSpec(
+            "API_KEY_MISMATCH",
+            400,
+            _BAD,
+            "The app_secret in the body does not match the key in the Authorization header; "
+            "send the same Data API key in both.",
+        ),
+        ErrorSpec(
+            "WRONG_DC",
+            400,
+            _BAD,
+            "This endpoint serves data center {served}; send requests for region {region} to "
+            "{endpoint}.",
+        ),
+        ErrorSpec(
+            "KEY_MALFORMED",
+            401,
+            _AUTH,
+            "The Data API key fails its checksum, so it was probably mistyped or truncated; copy "
+            "it again from Settings > Account > APIs.",
+        ),
+        ErrorSpec(
+            "WORKSPACE_NOT_FOUND",
+            401,
+            _AUTH,
+            "No workspace has this workspace ID; copy it from Settings > Account > APIs.",
+        ),
+        ErrorSpec(
+            "WORKSPACE_IN_OTHER_DC",
+            401,
+            _AUTH,
+            "This workspace lives in data center {dc}; use region {dc} and the endpoint "
+            "{endpoint}.",
+        ),
+        ErrorSpec(
+            "WORKSPACE_SUSPENDED",
+            403,
+            "Forbidden",
+            "This workspace is suspended; ask its owner or MoEngage support to reactivate it.",
+        ),
+        ErrorSpec(
+            "NO_DATA_KEY",
+            401,
+            _AUTH,
+            "This workspace has no Data API key; generate one at Settings > Account > APIs.",
+        ),
+        ErrorSpec(
+            "KEY_REVOKED",
+            401,
+            _AUTH,
+            "This Data API key was {how} on {when}; use the current key from "
+            "Settings > Account > APIs.",
+        ),
+        ErrorSpec(
+            "KEY_MISMATCH",
+            401,
+            _AUTH,
+            "App Secret key mismatch. Please login to the dashboard to verify key",
+        ),
+        ErrorSpec(
+            "STORE_UNAVAILABLE",
+            503,
+            "Service Unavailable",
+            "The credential store is unavailable; your credentials were not checked, so retry "
+            "in {retry_after} seconds.",
+        ),
+        ErrorSpec(
+            "INTERNAL",
+            500,
+            "Internal Server Error",
+            "An unexpected error occurred; retry, and quote the request_id if it persists.",
+        ),
+        ErrorSpec(
+            "NOT_FOUND",
+            404,
+            "Not Found",
+            "There is nothing at {path}; the Test Connection API is "
+            "POST /v1/integrations/authentication.",
+        ),
+        # Admin API and dashboard outcomes share the envelope.
+        ErrorSpec("UNAUTHORIZED", 401, _AUTH, "Send a valid operator token as a Bearer token."),
+        ErrorSpec("VALIDATION_ERROR", 400, _BAD, "{detail}"),
+        ErrorSpec("CONFLICT", 409, "Conflict", "{detail}"),
+        ErrorSpec("RESOURCE_NOT_FOUND", 404, "Not Found", "{detail}"),
+    )
+}
+
+
+class _Default(dict[str, object]):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def render_message(code: str, **params: object) -> str:
+    """The catalogue message for ``code`` with ``params`` filled in (missing ones as ``?``)."""
+    return CATALOGUE[code].message.format_map(_Default(params))

@@ -1,0 +1,135 @@
+"""The ASGI application: the hot endpoint in front, Starlette for everything else.
+
+``create_app()`` builds it from the environment (``MOECONNECT_*``), which is how
+``moeconnect serve`` hands settings to each uvicorn worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..config import Settings
+from ..logs import configure_logging
+from ..runtime import Runtime
+from ..store import StoreError
+from .endpoint import PATH, TestConnectionEndpoint
+from .responses import error_body, new_request_id
+
+__all__ = ["MoeconnectApp", "create_app"]
+
+log = logging.getLogger("moeconnect.http")
+
+
+def _error_response(
+    code: str, status: int, request_id: str | None = None, **params: object
+) -> Response:
+    request_id = request_id or new_request_id()
+    headers = {"cache-control": "no-store", "x-request-id": request_id}
+    return Response(
+        error_body(code, request_id, **params),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"}, headers={"cache-control": "no-store"})
+
+
+async def readyz(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    try:
+        await runtime.store.ping()
+    except StoreError:
+        return JSONResponse(
+            {"status": "unavailable", "store": "unreachable"},
+            status_code=503,
+            headers={"cache-control": "no-store", "retry-after": "5"},
+        )
+    return JSONResponse({"status": "ready", "store": "ok"}, headers={"cache-control": "no-store"})
+
+
+def openapi_document() -> dict[str, Any]:
+    text = resources.files("moeconnect").joinpath("openapi.json").read_text("utf-8")
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(request.app.state.openapi)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 404)
+    if status == 405:
+        return _error_response("METHOD_NOT_ALLOWED", 405, method=request.method)
+    return _error_response("NOT_FOUND", 404, path=request.url.path[:200])
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    request_id = new_request_id()
+    log.exception("unexpected error", extra={"request_id": request_id}, exc_info=exc)
+    return _error_response("INTERNAL", 500, request_id)
+
+
+class MoeconnectApp:
+    """Routes the Test Connection path to the lean endpoint and everything else to Starlette."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        settings = runtime.settings
+        self.endpoint = TestConnectionEndpoint(
+            runtime.store,
+            runtime.secret,
+            runtime.cache,
+            dcs=settings.dcs,
+            known_dcs=settings.known_dcs,
+            domain=settings.domain,
+            client_address=runtime.client_address,
+            record=runtime.record_attempt,
+        )
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            await runtime.start()
+            try:
+                yield
+            finally:
+                await runtime.stop()
+
+        self.starlette = Starlette(
+            routes=[
+                Route("/healthz", healthz),
+                Route("/readyz", readyz),
+                Route("/openapi.json", openapi),
+            ],
+            exception_handlers={HTTPException: _not_found, Exception: _internal},
+            lifespan=lifespan,
+        )
+        self.starlette.state.runtime = runtime
+        self.starlette.state.openapi = openapi_document()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == PATH:
+            await self.endpoint(scope, receive, send)
+        else:
+            await self.starlette(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> MoeconnectApp:
+    """The app for ``settings``, or for the environment when none are given."""
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    return MoeconnectApp(Runtime(settings))

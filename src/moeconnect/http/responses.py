@@ -1,0 +1,80 @@
+"""Rendering of the success body and the error envelope, shared by every HTTP surface."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import datetime
+from email.utils import format_datetime
+
+import orjson
+
+from ..errors import CATALOGUE, render_message
+
+__all__ = [
+    "JSON_HEADERS",
+    "envelope",
+    "error_body",
+    "error_headers",
+    "http_date",
+    "new_request_id",
+    "request_id_from",
+    "success_body",
+]
+
+JSON_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"content-type", b"application/json"),
+    (b"cache-control", b"no-store"),
+]
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9_-]{8,32}$")
+
+
+def new_request_id() -> str:
+    return secrets.token_urlsafe(12)  # 16 URL-safe characters
+
+
+def request_id_from(header: bytes | None) -> str:
+    """Honour a caller's well-formed ``X-Request-ID`` (8–32 URL-safe characters), else mint one."""
+    if header is not None and _REQUEST_ID.match(header):
+        return header.decode("ascii")
+    return new_request_id()
+
+
+def envelope(code: str, message: str, request_id: str) -> bytes:
+    spec = CATALOGUE[code]
+    return orjson.dumps(
+        {
+            "status": "fail",
+            "error": {
+                "message": message,
+                "type": spec.type,
+                "code": code,
+                "request_id": request_id,
+            },
+        }
+    )
+
+
+def error_body(code: str, request_id: str, **params: object) -> bytes:
+    return envelope(code, render_message(code, **params), request_id)
+
+
+def success_body(app_name: str) -> bytes:
+    return orjson.dumps({"status": "success", "app_name": app_name})
+
+
+def http_date(moment: datetime) -> str:
+    """An HTTP-date (RFC 9110), as the ``Sunset`` header (RFC 8594) wants."""
+    return format_datetime(moment, usegmt=True)
+
+
+def error_headers(status: int, retry_after: int | None = None) -> list[tuple[bytes, bytes]]:
+    """The headers a failure of ``status`` carries beyond the JSON ones."""
+    headers: list[tuple[bytes, bytes]] = []
+    if status == 401:
+        headers.append((b"www-authenticate", b'Basic realm="MoEngage", charset="UTF-8"'))
+    elif status == 405:
+        headers.append((b"allow", b"POST"))
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    return headers

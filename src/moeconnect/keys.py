@@ -1,0 +1,104 @@
+"""API key and operator token formats: generation, checksum, hints, import rules.
+
+Pure apart from drawing random numbers. A generated key is ``moe_<scope>_`` + 32 random base62
+characters + 6 base62 characters of a CRC32 over everything before them, so a client can catch a
+mistyped key before any network call and secret scanners can find a leaked one by its prefix.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+import zlib
+from typing import Final
+
+__all__ = [
+    "ALPHABET",
+    "SCOPES",
+    "TOKEN_PREFIX",
+    "WORKSPACE_ID_PATTERN",
+    "checksum_ok",
+    "generate_key",
+    "generate_token",
+    "has_generated_format",
+    "key_hint",
+    "new_id",
+    "new_workspace_id",
+    "validate_imported_key",
+]
+
+SCOPES: Final = ("data", "push", "inform", "campaign", "personalize")
+ALPHABET: Final = string.digits + string.ascii_uppercase + string.ascii_lowercase  # base62
+TOKEN_PREFIX: Final = "moeop_"  # noqa: S105 - a prefix, not a secret
+_RANDOM_LEN: Final = 32  # 32 × log2(62) ≈ 190.5 bits
+_CHECK_LEN: Final = 6  # 62**6 > 2**32, so any CRC32 fits
+_GENERATED = re.compile(
+    r"^moe_(" + "|".join(SCOPES) + r")_[0-9A-Za-z]{" + str(_RANDOM_LEN + _CHECK_LEN) + "}$"
+)
+_LOOKS_GENERATED = re.compile(r"^moe_(" + "|".join(SCOPES) + r")_")
+WORKSPACE_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_WORKSPACE_ALPHABET: Final = string.ascii_uppercase + string.digits
+
+
+def _base62(number: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        number, rest = divmod(number, 62)
+        chars.append(ALPHABET[rest])
+    return "".join(reversed(chars))
+
+
+def _checksum(body: str) -> str:
+    return _base62(zlib.crc32(body.encode("ascii")), _CHECK_LEN)
+
+
+def generate_key(scope: str) -> str:
+    """A new key for ``scope`` in the generated format."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; scopes are {', '.join(SCOPES)}")
+    body = f"moe_{scope}_" + "".join(secrets.choice(ALPHABET) for _ in range(_RANDOM_LEN))
+    return body + _checksum(body)
+
+
+def generate_token() -> str:
+    """A new operator token: ``moeop_`` + 40 base62 characters (≈ 238 bits)."""
+    return TOKEN_PREFIX + "".join(secrets.choice(ALPHABET) for _ in range(40))
+
+
+def has_generated_format(key: str) -> bool:
+    """Whether ``key`` claims to be a generated key (starts ``moe_<scope>_``)."""
+    return _LOOKS_GENERATED.match(key) is not None
+
+
+def checksum_ok(key: str) -> bool:
+    """Whether a generated-format key is well formed and its checksum matches."""
+    if _GENERATED.match(key) is None:
+        return False
+    return secrets.compare_digest(_checksum(key[:-_CHECK_LEN]), key[-_CHECK_LEN:])
+
+
+def key_hint(key: str) -> str:
+    """The display hint stored beside a digest: the last four characters."""
+    return key[-4:]
+
+
+def validate_imported_key(key: str) -> str | None:
+    """Why ``key`` can't be imported, or ``None`` when it can (8–256 printable ASCII)."""
+    if not 8 <= len(key) <= 256:
+        return "an imported key must be 8 to 256 characters long"
+    if not all(" " <= ch <= "~" for ch in key):
+        return "an imported key may contain only printable ASCII characters"
+    if has_generated_format(key) and not checksum_ok(key):
+        return "the key looks generated (moe_<scope>_…) but its checksum is wrong; was it mistyped?"
+    return None
+
+
+def new_id(prefix: str) -> str:
+    """An opaque identifier such as ``key_3fK9…`` for rows that are not secrets."""
+    return prefix + "_" + "".join(secrets.choice(ALPHABET) for _ in range(16))
+
+
+def new_workspace_id() -> str:
+    """A generated workspace ID: 21 characters of ``[A-Z0-9]``."""
+    return "".join(secrets.choice(_WORKSPACE_ALPHABET) for _ in range(21))

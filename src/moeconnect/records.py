@@ -1,0 +1,105 @@
+"""Plain records shared by the core, the store and the shells.
+
+Frozen dataclasses with slots: cheap to build, safe to cache, no ORM behind them. None holds a
+plaintext key or token, only digests and hints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+__all__ = [
+    "ApiKey",
+    "Attempt",
+    "CredentialKey",
+    "KeyState",
+    "OperatorToken",
+    "RotationResult",
+    "Workspace",
+    "WorkspaceCredentials",
+]
+
+KeyState = Literal["current", "replaced", "revoked"]
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    id: str
+    name: str
+    dc: str
+    status: str  # "active" | "suspended"
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """Metadata of one key, as listed to owners (never the key itself)."""
+
+    id: str
+    workspace_id: str
+    scope: str
+    hint: str
+    origin: str  # "generated" | "imported"
+    state: KeyState
+    created_at: datetime
+    ended_at: datetime | None  # when it stopped (or, in a grace period, stops) working
+    ended_how: str | None  # "replaced" | "revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialKey:
+    """What the hot path needs of one key: its digest and whether and until when it works."""
+
+    id: str
+    digest: bytes
+    state: KeyState
+    ended_at: datetime | None
+    ended_how: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceCredentials:
+    """One workspace and its Data keys, current first: the unit the credential cache holds."""
+
+    workspace_id: str
+    name: str
+    dc: str
+    status: str
+    keys: tuple[CredentialKey, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorToken:
+    id: str
+    name: str
+    hint: str
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RotationResult:
+    """A key just stored, and when the key it replaced stops working (if there was one)."""
+
+    key: ApiKey
+    previous_key_id: str | None
+    previous_key_expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One call of the Test Connection endpoint, as the connection record keeps it."""
+
+    at: datetime
+    request_id: str
+    workspace_id: str | None
+    dc: str | None
+    source: str | None
+    outcome: str  # an error code, SUCCESS or SUCCESS_STALE_KEY
+    key_id: str | None
+    client_ip: str | None
+    user_agent: str | None

@@ -1,0 +1,45 @@
+"""One server process's moving parts, started and stopped together.
+
+The HTTP app, the admin API and the dashboard all reach the store, the cache and the account
+operations through one :class:`Runtime`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from .accounts import Accounts
+from .cache import ChangeWatcher, CredentialCache
+from .config import Settings, load_secret
+from .proxies import ClientAddress
+from .records import Attempt
+from .store import Store, open_store
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger("moeconnect.runtime")
+
+
+class Runtime:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.secret = load_secret(settings.db_url)
+        self.store = store or open_store(settings.db_url)
+        self.accounts = Accounts(self.store, self.secret, settings.known_dcs)
+        self.cache = CredentialCache(ttl=settings.cache_ttl)
+        self.watcher = ChangeWatcher(self.store, self.cache, settings.change_poll_interval)
+        self.client_address = ClientAddress(settings.trusted_proxies)
+        self.record_attempt: Callable[[Attempt], None] | None = None
+
+    async def start(self) -> None:
+        await self.store.migrate()
+        await self.watcher.start()
+        log.info(
+            "moeconnect ready",
+            extra={"db": self.store.url, "dcs": list(self.settings.dcs)},
+        )
+
+    async def stop(self) -> None:
+        await self.watcher.stop()
+        await self.store.close()

@@ -1,0 +1,542 @@
+"""The store on SQLAlchemy Core: SQLite (aiosqlite, WAL) and PostgreSQL (asyncpg).
+
+One implementation for both backends; dialect differences are confined to :func:`_engine_for`
+and the SQLite file guard. Every backend failure surfaces as :class:`StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ..keys import new_id
+from ..records import (
+    ApiKey,
+    CredentialKey,
+    OperatorToken,
+    RotationResult,
+    Workspace,
+    WorkspaceCredentials,
+)
+from .base import Change, Conflict, NotFound, StoreUnavailable
+from .schema import api_keys, changes, operator_tokens, workspaces
+from .urls import DatabaseURL
+
+__all__ = ["SQLStore"]
+
+_UNAVAILABLE = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DatabaseError,
+    sa_exc.TimeoutError,
+    OSError,
+    ConnectionError,
+    asyncio.TimeoutError,
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _engine_for(db: DatabaseURL) -> AsyncEngine:
+    if db.kind == "sqlite":
+        engine = create_async_engine(
+            db.async_url,
+            connect_args={"timeout": 5, "check_same_thread": False},
+            pool_pre_ping=False,
+        )
+
+        @sa.event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+        return engine
+    return create_async_engine(
+        db.async_url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=3,
+        connect_args={"timeout": 3, "command_timeout": 5},
+    )
+
+
+def _workspace(row: Any) -> Workspace:
+    return Workspace(row.id, row.name, row.dc, row.status, row.created_at, row.updated_at)
+
+
+def _api_key(row: Any) -> ApiKey:
+    return ApiKey(
+        row.id,
+        row.workspace_id,
+        row.scope,
+        row.hint,
+        row.origin,
+        row.state,
+        row.created_at,
+        row.ended_at,
+        row.ended_how,
+    )
+
+
+def _token(row: Any) -> OperatorToken:
+    return OperatorToken(
+        row.id, row.name, row.hint, row.created_at, row.revoked_at, row.last_used_at
+    )
+
+
+class SQLStore:
+    """:class:`~moeconnect.store.base.Store` on a SQLAlchemy async engine."""
+
+    def __init__(self, url: str) -> None:
+        self.db = DatabaseURL.parse(url)
+        self.url = self.db.display
+        if self.db.kind == "sqlite":
+            self.db.ensure_sqlite_file()
+            self._file_id: tuple[int, int] | None = self.db.sqlite_file_id()
+        self._engine = _engine_for(self.db)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _check_sqlite_file(self) -> None:
+        """Refuse to run on a database file that was removed or replaced under us.
+
+        SQLite keeps serving an unlinked file through open connections; a store whose file is
+        gone must say so (503), not answer from a ghost.
+        """
+        current = self.db.sqlite_file_id()
+        if current != self._file_id:
+            await self._engine.dispose()
+            if current is None:
+                raise StoreUnavailable(f"the database file {self.db.sqlite_path} is missing")
+            self._file_id = current
+
+    @asynccontextmanager
+    async def _conn(self, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        try:
+            if self.db.kind == "sqlite":
+                await self._check_sqlite_file()
+            if write:
+                async with self._engine.begin() as conn:
+                    yield conn
+            else:
+                async with self._engine.connect() as conn:
+                    yield conn
+        except sa_exc.IntegrityError as err:
+            raise Conflict(str(err.orig)) from None
+        except _UNAVAILABLE as err:
+            raise StoreUnavailable(f"{type(err).__name__}: {err}".splitlines()[0]) from None
+
+    async def _record_change(self, conn: AsyncConnection, workspace_id: str, now: datetime) -> None:
+        await conn.execute(changes.insert().values(workspace_id=workspace_id, at=now))
+
+    async def migrate(self) -> None:
+        from .migrate import upgrade
+
+        try:
+            if self.db.kind == "sqlite":
+                await self._check_sqlite_file()
+            async with self._engine.begin() as conn:
+                await conn.run_sync(upgrade)
+        except _UNAVAILABLE as err:
+            raise StoreUnavailable(f"{type(err).__name__}: {err}".splitlines()[0]) from None
+
+    async def ping(self) -> None:
+        async with self._conn() as conn:
+            await conn.execute(sa.select(sa.func.count()).select_from(workspaces).limit(1))
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    # -- workspaces -------------------------------------------------------------------------
+
+    async def create_workspace(self, workspace_id: str, name: str, dc: str) -> Workspace:
+        now = _now()
+        try:
+            async with self._conn(write=True) as conn:
+                await conn.execute(
+                    workspaces.insert().values(
+                        id=workspace_id,
+                        name=name,
+                        dc=dc,
+                        status="active",
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                await self._record_change(conn, workspace_id, now)
+        except Conflict:
+            raise Conflict(f"a workspace with ID {workspace_id} already exists") from None
+        return Workspace(workspace_id, name, dc, "active", now, now)
+
+    async def get_workspace(self, workspace_id: str) -> Workspace | None:
+        async with self._conn() as conn:
+            row = (
+                await conn.execute(workspaces.select().where(workspaces.c.id == workspace_id))
+            ).first()
+        return _workspace(row) if row else None
+
+    async def list_workspaces(
+        self,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+        dc: str | None = None,
+        search: str | None = None,
+    ) -> list[Workspace]:
+        query = workspaces.select().order_by(workspaces.c.id).limit(limit)
+        if after:
+            query = query.where(workspaces.c.id > after)
+        if dc:
+            query = query.where(workspaces.c.dc == dc)
+        if search:
+            pattern = (
+                "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            )
+            query = query.where(
+                sa.or_(
+                    workspaces.c.id.ilike(pattern, escape="\\"),
+                    workspaces.c.name.ilike(pattern, escape="\\"),
+                )
+            )
+        async with self._conn() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_workspace(r) for r in rows]
+
+    async def _update_workspace(self, workspace_id: str, **values: Any) -> Workspace:
+        now = _now()
+        async with self._conn(write=True) as conn:
+            row = (
+                await conn.execute(
+                    workspaces.update()
+                    .where(workspaces.c.id == workspace_id)
+                    .values(updated_at=now, **values)
+                    .returning(*workspaces.c)
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"no workspace has ID {workspace_id}")
+            await self._record_change(conn, workspace_id, now)
+        return _workspace(row)
+
+    async def rename_workspace(self, workspace_id: str, name: str) -> Workspace:
+        return await self._update_workspace(workspace_id, name=name)
+
+    async def set_workspace_status(self, workspace_id: str, status: str) -> Workspace:
+        if status not in ("active", "suspended"):
+            raise ValueError(f"unknown workspace status {status!r}")
+        return await self._update_workspace(workspace_id, status=status)
+
+    async def delete_workspace(self, workspace_id: str) -> None:
+        now = _now()
+        async with self._conn(write=True) as conn:
+            await conn.execute(api_keys.delete().where(api_keys.c.workspace_id == workspace_id))
+            result = await conn.execute(workspaces.delete().where(workspaces.c.id == workspace_id))
+            if result.rowcount == 0:
+                raise NotFound(f"no workspace has ID {workspace_id}")
+            await self._record_change(conn, workspace_id, now)
+
+    # -- keys -------------------------------------------------------------------------------
+
+    async def store_key(
+        self,
+        workspace_id: str,
+        scope: str,
+        digest: bytes,
+        hint: str,
+        origin: str,
+        *,
+        now: datetime,
+        previous_expires_at: datetime | None = None,
+    ) -> RotationResult:
+        """Make a new current key; the previous one ends now, or at ``previous_expires_at``.
+
+        The UPDATE comes first so the write lock is taken before anything is read: two
+        concurrent rotations serialise, and the partial unique index guarantees one current key.
+        """
+        key_id = new_id("key")
+        ends = previous_expires_at or now
+        async with self._conn(write=True) as conn:
+            exists = (
+                await conn.execute(
+                    sa.select(workspaces.c.id).where(workspaces.c.id == workspace_id)
+                )
+            ).first()
+            if exists is None:
+                raise NotFound(f"no workspace has ID {workspace_id}")
+            previous = (
+                await conn.execute(
+                    api_keys.update()
+                    .where(
+                        api_keys.c.workspace_id == workspace_id,
+                        api_keys.c.scope == scope,
+                        api_keys.c.state == "current",
+                    )
+                    .values(state="replaced", ended_at=ends, ended_how="replaced")
+                    .returning(api_keys.c.id)
+                )
+            ).first()
+            # Keys still in an earlier grace period end when a newer rotation ends the grace.
+            await conn.execute(
+                api_keys.update()
+                .where(
+                    api_keys.c.workspace_id == workspace_id,
+                    api_keys.c.scope == scope,
+                    api_keys.c.state == "replaced",
+                    api_keys.c.ended_at > now,
+                    api_keys.c.id != (previous.id if previous else ""),
+                )
+                .values(ended_at=now)
+            )
+            await conn.execute(
+                api_keys.insert().values(
+                    id=key_id,
+                    workspace_id=workspace_id,
+                    scope=scope,
+                    digest=digest,
+                    hint=hint,
+                    origin=origin,
+                    state="current",
+                    created_at=now,
+                )
+            )
+            await self._record_change(conn, workspace_id, now)
+        key = ApiKey(key_id, workspace_id, scope, hint, origin, "current", now, None, None)
+        return RotationResult(
+            key,
+            previous.id if previous else None,
+            ends if previous else None,
+        )
+
+    async def revoke_key(self, workspace_id: str, scope: str, *, now: datetime) -> int:
+        """End the current key and any key in a grace period; returns how many were ended."""
+        async with self._conn(write=True) as conn:
+            exists = (
+                await conn.execute(
+                    sa.select(workspaces.c.id).where(workspaces.c.id == workspace_id)
+                )
+            ).first()
+            if exists is None:
+                raise NotFound(f"no workspace has ID {workspace_id}")
+            current = await conn.execute(
+                api_keys.update()
+                .where(
+                    api_keys.c.workspace_id == workspace_id,
+                    api_keys.c.scope == scope,
+                    api_keys.c.state == "current",
+                )
+                .values(state="revoked", ended_at=now, ended_how="revoked")
+            )
+            graced = await conn.execute(
+                api_keys.update()
+                .where(
+                    api_keys.c.workspace_id == workspace_id,
+                    api_keys.c.scope == scope,
+                    api_keys.c.state == "replaced",
+                    api_keys.c.ended_at > now,
+                )
+                .values(state="revoked", ended_at=now, ended_how="revoked")
+            )
+            await self._record_change(conn, workspace_id, now)
+        return int(current.rowcount or 0) + int(graced.rowcount or 0)
+
+    async def list_keys(self, workspace_id: str) -> list[ApiKey]:
+        async with self._conn() as conn:
+            rows = (
+                await conn.execute(
+                    api_keys.select()
+                    .where(api_keys.c.workspace_id == workspace_id)
+                    .order_by(api_keys.c.scope, api_keys.c.created_at.desc())
+                )
+            ).all()
+        return [_api_key(r) for r in rows]
+
+    _CRED_COLUMNS = (
+        workspaces.c.id,
+        workspaces.c.name,
+        workspaces.c.dc,
+        workspaces.c.status,
+        api_keys.c.id.label("key_id"),
+        api_keys.c.digest,
+        api_keys.c.state,
+        api_keys.c.ended_at,
+        api_keys.c.ended_how,
+        api_keys.c.created_at,
+    )
+
+    def _credentials_query(self, scope: str) -> sa.Select[Any]:
+        join = workspaces.outerjoin(
+            api_keys,
+            sa.and_(api_keys.c.workspace_id == workspaces.c.id, api_keys.c.scope == scope),
+        )
+        return sa.select(*self._CRED_COLUMNS).select_from(join)
+
+    @staticmethod
+    def _group_credentials(rows: Sequence[Any]) -> dict[str, WorkspaceCredentials]:
+        grouped: dict[str, tuple[Any, list[Any]]] = {}
+        for row in rows:
+            entry = grouped.setdefault(row.id, (row, []))
+            if row.key_id is not None:
+                entry[1].append(row)
+        result: dict[str, WorkspaceCredentials] = {}
+        for wid, (head, key_rows) in grouped.items():
+            # Current key first, then newest first.
+            key_rows.sort(key=lambda r: (r.state != "current", -r.created_at.timestamp()))
+            keys = tuple(
+                CredentialKey(r.key_id, bytes(r.digest), r.state, r.ended_at, r.ended_how)
+                for r in key_rows
+            )
+            result[wid] = WorkspaceCredentials(wid, head.name, head.dc, head.status, keys)
+        return result
+
+    async def credentials(
+        self, workspace_id: str, scope: str = "data"
+    ) -> WorkspaceCredentials | None:
+        query = self._credentials_query(scope).where(workspaces.c.id == workspace_id)
+        async with self._conn() as conn:
+            rows = (await conn.execute(query)).all()
+        return self._group_credentials(rows).get(workspace_id)
+
+    async def many_credentials(
+        self, workspace_ids: Sequence[str], scope: str = "data"
+    ) -> dict[str, WorkspaceCredentials]:
+        if not workspace_ids:
+            return {}
+        query = self._credentials_query(scope).where(workspaces.c.id.in_(list(workspace_ids)))
+        async with self._conn() as conn:
+            rows = (await conn.execute(query)).all()
+        return self._group_credentials(rows)
+
+    # -- operator tokens ----------------------------------------------------------------------
+
+    async def create_token(self, name: str, digest: bytes, hint: str) -> OperatorToken:
+        token_id = new_id("tok")
+        now = _now()
+        async with self._conn(write=True) as conn:
+            await conn.execute(
+                operator_tokens.insert().values(
+                    id=token_id, name=name, digest=digest, hint=hint, created_at=now
+                )
+            )
+        return OperatorToken(token_id, name, hint, now, None, None)
+
+    async def list_tokens(self) -> list[OperatorToken]:
+        async with self._conn() as conn:
+            rows = (
+                await conn.execute(operator_tokens.select().order_by(operator_tokens.c.created_at))
+            ).all()
+        return [_token(r) for r in rows]
+
+    async def revoke_token(self, token_id_or_name: str) -> OperatorToken:
+        now = _now()
+        async with self._conn(write=True) as conn:
+            rows = (
+                await conn.execute(
+                    operator_tokens.select().where(
+                        sa.or_(
+                            operator_tokens.c.id == token_id_or_name,
+                            operator_tokens.c.name == token_id_or_name,
+                        ),
+                        operator_tokens.c.revoked_at.is_(None),
+                    )
+                )
+            ).all()
+            if not rows:
+                raise NotFound(f"no active operator token has ID or name {token_id_or_name}")
+            if len(rows) > 1:
+                raise Conflict(
+                    f"{len(rows)} active tokens are named {token_id_or_name}; revoke one by ID"
+                )
+            await conn.execute(
+                operator_tokens.update()
+                .where(operator_tokens.c.id == rows[0].id)
+                .values(revoked_at=now)
+            )
+        token = _token(rows[0])
+        return OperatorToken(
+            token.id, token.name, token.hint, token.created_at, now, token.last_used_at
+        )
+
+    async def token_by_digest(self, digest: bytes) -> OperatorToken | None:
+        async with self._conn() as conn:
+            row = (
+                await conn.execute(
+                    operator_tokens.select().where(operator_tokens.c.digest == digest)
+                )
+            ).first()
+        return _token(row) if row else None
+
+    # -- change feed --------------------------------------------------------------------------
+
+    async def changes_since(self, after_id: int) -> list[Change]:
+        async with self._conn() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(changes.c.id, changes.c.workspace_id)
+                    .where(changes.c.id > after_id)
+                    .order_by(changes.c.id)
+                    .limit(10000)
+                )
+            ).all()
+        return [(int(r.id), str(r.workspace_id)) for r in rows]
+
+    async def last_change_id(self) -> int:
+        async with self._conn() as conn:
+            value = (await conn.execute(sa.select(sa.func.max(changes.c.id)))).scalar()
+        return int(value or 0)
+
+    # -- maintenance ----------------------------------------------------------------------------
+
+    async def check_integrity(self) -> list[str]:
+        """Problems found in the store; an empty list means it is sound."""
+        problems: list[str] = []
+        async with self._conn() as conn:
+            if self.db.kind == "sqlite":
+                rows = (await conn.execute(sa.text("PRAGMA integrity_check"))).all()
+                problems += [f"sqlite: {r[0]}" for r in rows if r[0] != "ok"]
+                rows = (await conn.execute(sa.text("PRAGMA foreign_key_check"))).all()
+                problems += [f"foreign key broken in {r[0]} row {r[1]}" for r in rows]
+            doubles = (
+                await conn.execute(
+                    sa.select(api_keys.c.workspace_id, api_keys.c.scope, sa.func.count())
+                    .where(api_keys.c.state == "current")
+                    .group_by(api_keys.c.workspace_id, api_keys.c.scope)
+                    .having(sa.func.count() > 1)
+                )
+            ).all()
+            problems += [
+                f"workspace {r[0]} has {r[2]} current {r[1]} keys (at most one allowed)"
+                for r in doubles
+            ]
+            orphans = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(api_keys.outerjoin(workspaces))
+                    .where(workspaces.c.id.is_(None))
+                )
+            ).scalar()
+            if orphans:
+                problems.append(f"{orphans} keys belong to no workspace")
+            bad_state = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(api_keys)
+                    .where(api_keys.c.state.not_in(("current", "replaced", "revoked")))
+                )
+            ).scalar()
+            if bad_state:
+                problems.append(f"{bad_state} keys have an unknown state")
+        return problems

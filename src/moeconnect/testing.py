@@ -1,0 +1,241 @@
+"""Run a real moeconnect server in tests: the pytest plugin and the class behind it.
+
+``MoeconnectServer`` starts ``python -m moeconnect serve`` on a free port with a throwaway SQLite
+database, waits until it answers, and offers helpers that create workspaces and keys in the same
+store. The pytest plugin (entry point ``pytest11``) exposes it as the ``moeconnect_server`` fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from .accounts import Accounts
+from .config import load_secret
+from .records import Workspace
+from .store import open_store
+
+__all__ = ["MoeconnectServer", "free_port", "moeconnect_server"]
+
+T = TypeVar("T")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class MoeconnectServer:
+    """A moeconnect server in a subprocess, on a free port, with its own database.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`. ``base_url`` is where it
+    answers; ``db_url`` is its store, which the helper methods write to directly, exactly as the
+    CLI would.
+    """
+
+    def __init__(
+        self,
+        *,
+        db_url: str | None = None,
+        dc: str = "01",
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        workers: int = 1,
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+        workdir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="moeconnect-"))
+        self.db_url = db_url or f"sqlite:///{self.workdir / 'moeconnect.db'}"
+        self.dc = dc
+        self.host = host
+        self.port = port or free_port(host)
+        self.workers = workers
+        self.extra_env = dict(env or {})
+        self.args = list(args)
+        self.log_path = self.workdir / f"server-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MOECONNECT_")}
+        env.update(self.extra_env)
+        env["MOECONNECT_DB"] = self.db_url
+        return env
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "moeconnect",
+            "serve",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--dc",
+            self.dc,
+            "--workers",
+            str(self.workers),
+            "--db",
+            self.db_url,
+            *self.args,
+        ]
+
+    def start(self, timeout: float = 20.0) -> MoeconnectServer:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.process = subprocess.Popen(
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.workdir,
+        )
+        log.close()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(
+                    f"moeconnect server exited with {self.process.returncode}:\n{self.logs()}"
+                )
+            try:
+                with urllib.request.urlopen(self.base_url + "/healthz", timeout=1) as response:  # noqa: S310
+                    if response.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"moeconnect server not ready after {timeout}s:\n{self.logs()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        """Stop the server (SIGTERM: graceful); returns its exit status."""
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def close(self) -> None:
+        self.stop()
+        self._pool.shutdown(wait=False)
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def logs(self) -> str:
+        try:
+            return self.log_path.read_text("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def __enter__(self) -> MoeconnectServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the store, as the CLI would change it ---------------------------------------------
+
+    def run(self, action: Callable[[Accounts], Awaitable[T]]) -> T:
+        """Run ``action(accounts)`` against this server's store (in a thread, so it works from
+        async tests too)."""
+
+        async def go() -> T:
+            store = open_store(self.db_url)
+            try:
+                await store.migrate()
+                secret = load_secret(self.db_url, self.env)
+                return await action(Accounts(store, secret))
+            finally:
+                await store.close()
+
+        return self._pool.submit(asyncio.run, go()).result()
+
+    def create_workspace(
+        self, name: str = "Test workspace", dc: str | None = None, workspace_id: str | None = None
+    ) -> Workspace:
+        return self.run(
+            lambda a: a.create_workspace(name, dc or self.dc.split(",")[0], workspace_id)
+        )
+
+    def generate_key(
+        self, workspace_id: str, scope: str = "data", grace: timedelta | None = None
+    ) -> str:
+        """Generate (or rotate) a key and return its plaintext."""
+        return self.run(lambda a: a.generate_key(workspace_id, scope, grace)).key
+
+    def import_key(self, workspace_id: str, key: str, scope: str = "data") -> None:
+        self.run(lambda a: a.import_key(workspace_id, key, scope))
+
+    def revoke_key(self, workspace_id: str, scope: str = "data") -> None:
+        self.run(lambda a: a.revoke_key(workspace_id, scope))
+
+    def suspend(self, workspace_id: str) -> None:
+        self.run(lambda a: a.store.set_workspace_status(workspace_id, "suspended"))
+
+    def resume(self, workspace_id: str) -> None:
+        self.run(lambda a: a.store.set_workspace_status(workspace_id, "active"))
+
+    def workspace_with_key(self, name: str = "Test workspace") -> tuple[str, str]:
+        """A new workspace and its Data API key: ``(workspace_id, key)``."""
+        ws = self.create_workspace(name)
+        return ws.id, self.generate_key(ws.id)
+
+    def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``moeconnect ARGS --db <this store>`` and capture its output."""
+        return subprocess.run(
+            [sys.executable, "-m", "moeconnect", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.workdir,
+            timeout=60,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def moeconnect_server() -> Iterator[MoeconnectServer]:
+    """A real moeconnect server (DC 01) for the whole test session, with a throwaway database."""
+    server = MoeconnectServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
