@@ -41,6 +41,25 @@ WORKSPACE_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _WORKSPACE_ALPHABET: Final = string.ascii_uppercase + string.digits
 
 
+def _random_chars(count: int, alphabet: str = ALPHABET) -> str:
+    """``count`` characters drawn uniformly from ``alphabet`` with the OS's CSPRNG.
+
+    Rejection sampling over random bytes: a byte is used only below the largest multiple of
+    ``len(alphabet)`` that fits in a byte, so every character is equally likely. Much faster than
+    one ``secrets.choice`` per character, which matters when seeding a million keys.
+    """
+    size = len(alphabet)
+    limit = 256 - 256 % size
+    out: list[str] = []
+    while len(out) < count:
+        for byte in secrets.token_bytes(count + count // 2 + 8):
+            if byte < limit:
+                out.append(alphabet[byte % size])
+                if len(out) == count:
+                    break
+    return "".join(out)
+
+
 def _base62(number: int, width: int) -> str:
     chars = []
     for _ in range(width):
@@ -57,13 +76,13 @@ def generate_key(scope: str) -> str:
     """A new key for ``scope`` in the generated format."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; scopes are {', '.join(SCOPES)}")
-    body = f"moe_{scope}_" + "".join(secrets.choice(ALPHABET) for _ in range(_RANDOM_LEN))
+    body = f"moe_{scope}_" + _random_chars(_RANDOM_LEN)
     return body + _checksum(body)
 
 
 def generate_token() -> str:
     """A new operator token: ``moeop_`` + 40 base62 characters (≈ 238 bits)."""
-    return TOKEN_PREFIX + "".join(secrets.choice(ALPHABET) for _ in range(40))
+    return TOKEN_PREFIX + _random_chars(40)
 
 
 def has_generated_format(key: str) -> bool:
@@ -96,9 +115,9 @@ def validate_imported_key(key: str) -> str | None:
 
 def new_id(prefix: str) -> str:
     """An opaque identifier such as ``key_3fK9…`` for rows that are not secrets."""
-    return prefix + "_" + "".join(secrets.choice(ALPHABET) for _ in range(16))
+    return prefix + "_" + _random_chars(16)
 
 
 def new_workspace_id() -> str:
     """A generated workspace ID: 21 characters of ``[A-Z0-9]``."""
-    return "".join(secrets.choice(_WORKSPACE_ALPHABET) for _ in range(21))
+    return _random_chars(21, _WORKSPACE_ALPHABET)
