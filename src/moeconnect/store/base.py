@@ -11,6 +11,7 @@ Exceptions::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -22,7 +23,18 @@ from ..records import (
     WorkspaceCredentials,
 )
 
-__all__ = ["Change", "Conflict", "NotFound", "Store", "StoreError", "StoreUnavailable"]
+__all__ = [
+    "AttemptBucket",
+    "AttemptPage",
+    "AttemptRow",
+    "Change",
+    "Conflict",
+    "NotFound",
+    "SourceSummary",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+]
 
 
 class StoreError(Exception):
@@ -42,6 +54,73 @@ class Conflict(StoreError):
 
 
 Change = tuple[int, str]  # (change id, workspace id)
+
+
+# -- connection record (issue 3) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    """One row of the connection record: a single attempt, or an aggregate of ``count``.
+
+    ``agg_key`` is set on aggregates (successes per workspace/source/key/outcome/minute, 429s
+    per workspace/client IP/minute): rows with the same one add up, in one batch or across
+    batches and processes. ``id`` is set on rows read back from the store.
+    """
+
+    at: datetime
+    last_at: datetime
+    minute: datetime
+    request_id: str
+    workspace_id: str | None
+    dc: str | None
+    source: str | None
+    outcome: str
+    key_id: str | None
+    stale: bool
+    client_ip: str | None
+    user_agent: str | None
+    count: int = 1
+    agg_key: str | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptPage:
+    """Rows newest first; ``next_cursor`` fetches the following page (None: no more)."""
+
+    items: list[AttemptRow]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSummary:
+    """What one source did against one workspace, over the retained record."""
+
+    source: str | None
+    first_seen: datetime
+    last_seen: datetime
+    last_success: datetime | None
+    last_failure: datetime | None
+    last_failure_code: str | None
+    counts: dict[str, int]  # outcome code -> attempts
+    total: int
+    # Its latest success used a key that is no longer current (replaced or revoked since).
+    uses_replaced_key: bool
+    replaced_key_id: str | None
+    replaced_key_ends_at: datetime | None  # end of that key's grace (or when it stopped)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptBucket:
+    """Attempts with one outcome in the time bucket starting at ``start``."""
+
+    start: datetime
+    outcome: str
+    count: int
+
+
+# -- end connection record -----------------------------------------------------------------------
 
 
 class Store(Protocol):
@@ -98,6 +177,27 @@ class Store(Protocol):
     # Change feed
     async def changes_since(self, after_id: int) -> list[Change]: ...
     async def last_change_id(self) -> int: ...
+
+    # -- connection record (issue 3) -----------------------------------------------------------
+    async def add_attempts(self, batch: Sequence[AttemptRow]) -> None: ...
+    async def list_attempts(
+        self,
+        workspace_id: str,
+        *,
+        source: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> AttemptPage: ...
+    async def source_summary(self, workspace_id: str) -> list[SourceSummary]: ...
+    async def attempt_counts(
+        self, workspace_id: str, since: datetime, bucket_seconds: int = 3600
+    ) -> list[AttemptBucket]: ...
+    async def prune_attempts(self, before: datetime) -> int: ...
+
+    # -- end connection record -------------------------------------------------------------------
 
     # Maintenance
     async def check_integrity(self) -> list[str]: ...

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -22,10 +23,19 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
+    false,
     text,
 )
 
-__all__ = ["UTCDateTime", "api_keys", "changes", "metadata", "operator_tokens", "workspaces"]
+__all__ = [
+    "UTCDateTime",
+    "api_keys",
+    "changes",
+    "connection_attempts",
+    "metadata",
+    "operator_tokens",
+    "workspaces",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -115,4 +125,36 @@ changes = Table(
     ),
     Column("workspace_id", String(64), nullable=False),
     Column("at", UTCDateTime(), nullable=False),
+)
+
+# -- connection record (issue 3) ---------------------------------------------------------------
+# One row per failed attempt, or one row per aggregate: successes per (workspace, source, key,
+# outcome, minute) and 429s per (workspace, client IP, minute), identified by ``agg_key`` so a
+# later batch adds to the same row. ``count`` is exact; ``at``/``last_at`` span the row.
+# No foreign key: the record is history and outlives (or precedes) the workspace it names.
+connection_attempts = Table(
+    "connection_attempts",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("last_at", UTCDateTime(), nullable=False),
+    Column("minute", UTCDateTime(), nullable=False),
+    Column("request_id", String(32), nullable=False),
+    Column("workspace_id", String(64), nullable=True),
+    Column("dc", String(8), nullable=True),
+    Column("source", String(64), nullable=True),
+    Column("outcome", String(32), nullable=False),
+    Column("key_id", String(32), nullable=True),
+    Column("stale", Boolean(), nullable=False, server_default=false()),
+    Column("client_ip", String(64), nullable=True),
+    Column("user_agent", String(256), nullable=True),
+    Column("count", Integer(), nullable=False, server_default="1"),
+    Column("agg_key", String(400), nullable=True, unique=True),
+    Index("ix_attempts_workspace_id", "workspace_id", "id"),
+    Index("ix_attempts_workspace_source", "workspace_id", "source", "last_at"),
+    Index("ix_attempts_workspace_outcome", "workspace_id", "outcome", "last_at"),
+    Index("ix_attempts_workspace_minute", "workspace_id", "minute"),
+    Index("ix_attempts_last_at", "last_at"),
 )

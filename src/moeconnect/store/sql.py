@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from ..errors import STALE_SUCCESS, SUCCESS
 from ..keys import new_id
 from ..records import (
     ApiKey,
@@ -25,11 +29,21 @@ from ..records import (
     Workspace,
     WorkspaceCredentials,
 )
-from .base import Change, Conflict, NotFound, StoreUnavailable
-from .schema import api_keys, changes, operator_tokens, workspaces
+from .base import (
+    AttemptBucket,
+    AttemptPage,
+    AttemptRow,
+    Change,
+    Conflict,
+    NotFound,
+    SourceSummary,
+    StoreUnavailable,
+)
+from .schema import api_keys, changes, connection_attempts, operator_tokens, workspaces
 from .urls import DatabaseURL
 
 __all__ = ["SQLStore"]
+
 
 _UNAVAILABLE = (
     sa_exc.OperationalError,
@@ -95,6 +109,56 @@ def _api_key(row: Any) -> ApiKey:
 def _token(row: Any) -> OperatorToken:
     return OperatorToken(
         row.id, row.name, row.hint, row.created_at, row.revoked_at, row.last_used_at
+    )
+
+
+# -- connection record helpers (issue 3) ---------------------------------------------------------
+
+_SUCCESSES = (SUCCESS, STALE_SUCCESS)
+
+
+def _attempt_values(row: AttemptRow) -> dict[str, Any]:
+    return {
+        "at": row.at,
+        "last_at": row.last_at,
+        "minute": row.minute,
+        "request_id": row.request_id,
+        "workspace_id": row.workspace_id,
+        "dc": row.dc,
+        "source": row.source,
+        "outcome": row.outcome,
+        "key_id": row.key_id,
+        "stale": row.stale,
+        "client_ip": row.client_ip,
+        "user_agent": row.user_agent,
+        "count": row.count,
+        "agg_key": row.agg_key,
+    }
+
+
+def _merge_attempts(a: AttemptRow, b: AttemptRow) -> AttemptRow:
+    """Two aggregates of the same key as one: counts add, the later attempt's details win."""
+    last = b if a.last_at <= b.last_at else a
+    return replace(last, at=min(a.at, b.at), count=a.count + b.count, id=None)
+
+
+def _attempt_row(row: Any) -> AttemptRow:
+    return AttemptRow(
+        at=row.at,
+        last_at=row.last_at,
+        minute=row.minute,
+        request_id=row.request_id,
+        workspace_id=row.workspace_id,
+        dc=row.dc,
+        source=row.source,
+        outcome=row.outcome,
+        key_id=row.key_id,
+        stale=bool(row.stale),
+        client_ip=row.client_ip,
+        user_agent=row.user_agent,
+        count=int(row.count),
+        agg_key=row.agg_key,
+        id=int(row.id),
     )
 
 
@@ -497,6 +561,204 @@ class SQLStore:
         async with self._conn() as conn:
             value = (await conn.execute(sa.select(sa.func.max(changes.c.id)))).scalar()
         return int(value or 0)
+
+    # -- connection record (issue 3) ------------------------------------------------------------
+
+    async def add_attempts(self, batch: Sequence[AttemptRow]) -> None:
+        """Append single rows and add aggregates onto their stored row (upsert on ``agg_key``).
+
+        One transaction per batch. Aggregates sharing an ``agg_key`` are merged first: one
+        statement may not touch the same row twice.
+        """
+        singles: list[dict[str, Any]] = []
+        aggregates: dict[str, AttemptRow] = {}
+        for row in batch:
+            if row.agg_key is None:
+                singles.append(_attempt_values(row))
+            else:
+                prev = aggregates.get(row.agg_key)
+                aggregates[row.agg_key] = row if prev is None else _merge_attempts(prev, row)
+        if not singles and not aggregates:
+            return
+        async with self._conn(write=True) as conn:
+            if singles:
+                await conn.execute(connection_attempts.insert(), singles)
+            if aggregates:
+                await conn.execute(
+                    self._upsert_attempts(), [_attempt_values(r) for r in aggregates.values()]
+                )
+
+    def _upsert_attempts(self) -> Any:
+        insert: Any = (
+            sqlite_insert(connection_attempts)
+            if self.db.kind == "sqlite"
+            else pg_insert(connection_attempts)
+        )
+        new, old = insert.excluded, connection_attempts.c
+        later = new.last_at > old.last_at
+        return insert.on_conflict_do_update(
+            index_elements=[old.agg_key],
+            set_={
+                "count": old.count + new.count,
+                "at": sa.case((new.at < old.at, new.at), else_=old.at),
+                "last_at": sa.case((later, new.last_at), else_=old.last_at),
+                "request_id": sa.case((later, new.request_id), else_=old.request_id),
+                "user_agent": sa.case((later, new.user_agent), else_=old.user_agent),
+                "client_ip": sa.case((later, new.client_ip), else_=old.client_ip),
+            },
+        )
+
+    async def list_attempts(
+        self,
+        workspace_id: str,
+        *,
+        source: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> AttemptPage:
+        """Rows of one workspace, newest first; ``cursor`` is the opaque ``next_cursor``."""
+        c = connection_attempts.c
+        query = connection_attempts.select().where(c.workspace_id == workspace_id)
+        if source is not None:
+            query = query.where(c.source == source)
+        if outcome is not None:
+            query = query.where(c.outcome == outcome)
+        if since is not None:
+            query = query.where(c.last_at >= since)
+        if until is not None:
+            query = query.where(c.at <= until)
+        if cursor is not None:
+            if not cursor.isdigit() or len(cursor) > 19:
+                raise ValueError("the cursor is not one this API returned")
+            query = query.where(c.id < int(cursor))
+        limit = max(1, limit)
+        query = query.order_by(c.id.desc()).limit(limit + 1)
+        async with self._conn() as conn:
+            rows = (await conn.execute(query)).all()
+        items = [_attempt_row(r) for r in rows[:limit]]
+        more = len(rows) > limit and items
+        return AttemptPage(items, str(items[-1].id) if more else None)
+
+    async def source_summary(self, workspace_id: str) -> list[SourceSummary]:
+        """Per source: first/last seen, last success, last failure and its code, counts by
+        outcome, and whether its latest success used a key that is no longer current."""
+        c = connection_attempts.c
+        ok = c.outcome.in_(_SUCCESSES)
+        totals = (
+            sa.select(
+                c.source,
+                c.outcome,
+                sa.func.min(c.at).label("first"),
+                sa.func.max(c.last_at).label("last"),
+                sa.func.sum(c.count).label("n"),
+            )
+            .where(c.workspace_id == workspace_id)
+            .group_by(c.source, c.outcome)
+        )
+
+        def latest(condition: Any) -> Any:
+            ranked = (
+                sa.select(
+                    c.source,
+                    c.outcome,
+                    c.last_at,
+                    c.key_id,
+                    c.stale,
+                    sa.func.row_number()
+                    .over(partition_by=c.source, order_by=(c.last_at.desc(), c.id.desc()))
+                    .label("rank"),
+                )
+                .where(c.workspace_id == workspace_id, condition)
+                .subquery()
+            )
+            return ranked
+
+        failures = latest(sa.not_(ok))
+        successes = latest(ok)
+        last_failures = sa.select(failures).where(failures.c.rank == 1)
+        last_successes = (
+            sa.select(
+                successes.c.source,
+                successes.c.key_id,
+                successes.c.stale,
+                api_keys.c.state,
+                api_keys.c.ended_at,
+            )
+            .select_from(successes.outerjoin(api_keys, api_keys.c.id == successes.c.key_id))
+            .where(successes.c.rank == 1)
+        )
+        async with self._conn() as conn:
+            total_rows = (await conn.execute(totals)).all()
+            failure_rows = (await conn.execute(last_failures)).all()
+            success_rows = (await conn.execute(last_successes)).all()
+        failure_by = {r.source: r for r in failure_rows}
+        success_by = {r.source: r for r in success_rows}
+        grouped: dict[str | None, list[Any]] = {}
+        for row in total_rows:
+            grouped.setdefault(row.source, []).append(row)
+        result: list[SourceSummary] = []
+        for source, rows in grouped.items():
+            counts = {r.outcome: int(r.n) for r in rows}
+            success_times = [r.last for r in rows if r.outcome in _SUCCESSES]
+            fail = failure_by.get(source)
+            good = success_by.get(source)
+            replaced = good is not None and (
+                bool(good.stale) or (good.state is not None and good.state != "current")
+            )
+            result.append(
+                SourceSummary(
+                    source=source,
+                    first_seen=min(r.first for r in rows),
+                    last_seen=max(r.last for r in rows),
+                    last_success=max(success_times) if success_times else None,
+                    last_failure=fail.last_at if fail is not None else None,
+                    last_failure_code=fail.outcome if fail is not None else None,
+                    counts=counts,
+                    total=sum(counts.values()),
+                    uses_replaced_key=replaced,
+                    replaced_key_id=good.key_id if replaced and good is not None else None,
+                    replaced_key_ends_at=good.ended_at if replaced and good is not None else None,
+                )
+            )
+        result.sort(key=lambda s: s.last_seen, reverse=True)
+        return result
+
+    async def attempt_counts(
+        self, workspace_id: str, since: datetime, bucket_seconds: int = 3600
+    ) -> list[AttemptBucket]:
+        """Attempts by outcome per ``bucket_seconds`` bucket (minute resolution), oldest first."""
+        if bucket_seconds < 60 or bucket_seconds % 60:
+            raise ValueError("bucket_seconds must be a whole number of minutes")
+        c = connection_attempts.c
+        start = since.replace(second=0, microsecond=0)
+        query = (
+            sa.select(c.minute, c.outcome, sa.func.sum(c.count).label("n"))
+            .where(c.workspace_id == workspace_id, c.minute >= start)
+            .group_by(c.minute, c.outcome)
+        )
+        async with self._conn() as conn:
+            rows = (await conn.execute(query)).all()
+        buckets: dict[tuple[int, str], int] = {}
+        for row in rows:
+            epoch = int(row.minute.timestamp())
+            key = (epoch - epoch % bucket_seconds, row.outcome)
+            buckets[key] = buckets.get(key, 0) + int(row.n)
+        return [
+            AttemptBucket(datetime.fromtimestamp(epoch, UTC), outcome, count)
+            for (epoch, outcome), count in sorted(buckets.items())
+        ]
+
+    async def prune_attempts(self, before: datetime) -> int:
+        """Delete rows whose last attempt is older than ``before``; returns how many."""
+        c = connection_attempts.c
+        async with self._conn(write=True) as conn:
+            result = await conn.execute(connection_attempts.delete().where(c.last_at < before))
+        return int(result.rowcount or 0)
+
+    # -- end connection record --------------------------------------------------------------------
 
     # -- maintenance ----------------------------------------------------------------------------
 

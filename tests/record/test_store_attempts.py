@@ -1,0 +1,164 @@
+"""The connection record's store methods, on real SQLite files and real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from moeconnect.accounts import Accounts
+from moeconnect.store import Store, open_store
+from moeconnect.store.base import AttemptRow
+
+SECRET = b"s" * 32
+T0 = datetime(2026, 1, 5, 10, 0, 0, tzinfo=UTC)
+
+
+def row(
+    outcome: str,
+    at: datetime,
+    *,
+    source: str | None = "tool-a",
+    workspace_id: str = "W1",
+    key_id: str | None = None,
+    count: int = 1,
+    agg: bool = False,
+    request_id: str = "req00000",
+) -> AttemptRow:
+    minute = at.replace(second=0, microsecond=0)
+    return AttemptRow(
+        at=at,
+        last_at=at,
+        minute=minute,
+        request_id=request_id,
+        workspace_id=workspace_id,
+        dc="01",
+        source=source,
+        outcome=outcome,
+        key_id=key_id,
+        stale=outcome == "SUCCESS_STALE_KEY",
+        client_ip="10.0.0.1",
+        user_agent="pytest",
+        count=count,
+        agg_key=f"{outcome}|{workspace_id}|{source}|{key_id}|{minute.isoformat()}" if agg else None,
+    )
+
+
+def with_store(url: str, action: Callable[[Store], Awaitable[None]]) -> None:
+    async def go() -> None:
+        store = open_store(url)
+        try:
+            await store.migrate()
+            await action(store)
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return str(request.getfixturevalue(name))
+
+
+def test_aggregates_add_up_across_batches(db_url: str) -> None:
+    async def action(store: Store) -> None:
+        batch = [row("SUCCESS", T0 + timedelta(seconds=i), key_id="k1", agg=True) for i in range(3)]
+        await store.add_attempts(batch)
+        await store.add_attempts(
+            [row("SUCCESS", T0 + timedelta(seconds=30), key_id="k1", count=4, agg=True)]
+        )
+        await store.add_attempts([row("KEY_MISMATCH", T0 + timedelta(seconds=5))] * 2)
+        page = await store.list_attempts("W1")
+        success = [r for r in page.items if r.outcome == "SUCCESS"]
+        assert len(success) == 1 and success[0].count == 7
+        assert success[0].at == T0 and success[0].last_at == T0 + timedelta(seconds=30)
+        assert sum(r.count for r in page.items) == 9
+        summary = await store.source_summary("W1")
+        assert len(summary) == 1
+        assert summary[0].counts == {"SUCCESS": 7, "KEY_MISMATCH": 2}
+        assert summary[0].total == 9
+        assert summary[0].last_failure_code == "KEY_MISMATCH"
+        assert summary[0].last_success == T0 + timedelta(seconds=30)
+        assert summary[0].first_seen == T0
+
+    with_store(db_url, action)
+
+
+def test_list_filters_and_pages(db_url: str) -> None:
+    async def action(store: Store) -> None:
+        rows = [
+            row(
+                "KEY_MISMATCH" if i % 2 else "NO_DATA_KEY",
+                T0 + timedelta(minutes=i),
+                source=f"s{i % 3}",
+                request_id=f"req{i:05d}",
+            )
+            for i in range(25)
+        ]
+        await store.add_attempts(rows)
+        await store.add_attempts([row("KEY_MISMATCH", T0, workspace_id="OTHER")])
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = await store.list_attempts("W1", limit=10, cursor=cursor)
+            seen += [r.request_id for r in page.items]
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert seen == [f"req{i:05d}" for i in reversed(range(25))]
+        by_source = await store.list_attempts("W1", source="s1", outcome="KEY_MISMATCH")
+        assert {r.request_id for r in by_source.items} == {
+            f"req{i:05d}" for i in range(25) if i % 3 == 1 and i % 2
+        }
+        window = await store.list_attempts(
+            "W1", since=T0 + timedelta(minutes=5), until=T0 + timedelta(minutes=9)
+        )
+        assert len(window.items) == 5
+        with pytest.raises(ValueError):
+            await store.list_attempts("W1", cursor="not-a-cursor")
+
+    with_store(db_url, action)
+
+
+def test_uses_replaced_key_and_counts_and_prune(db_url: str) -> None:
+    async def action(store: Store) -> None:
+        accounts = Accounts(store, SECRET)
+        ws = await accounts.create_workspace("Prod")
+        first = await accounts.generate_key(ws.id)
+        second = await accounts.generate_key(ws.id, grace=timedelta(hours=1))
+        old_id, new_id = first.rotation.key.id, second.rotation.key.id
+        await store.add_attempts(
+            [
+                row("SUCCESS", T0, workspace_id=ws.id, source="old-tool", key_id=old_id, agg=True),
+                row(
+                    "SUCCESS_STALE_KEY",
+                    T0 + timedelta(minutes=1),
+                    workspace_id=ws.id,
+                    source="old-tool",
+                    key_id=old_id,
+                    agg=True,
+                ),
+                row("SUCCESS", T0, workspace_id=ws.id, source="new-tool", key_id=new_id, agg=True),
+            ]
+        )
+        summary = {s.source: s for s in await store.source_summary(ws.id)}
+        assert summary["old-tool"].uses_replaced_key
+        assert summary["old-tool"].replaced_key_id == old_id
+        assert summary["old-tool"].replaced_key_ends_at == second.rotation.previous_key_expires_at
+        assert not summary["new-tool"].uses_replaced_key
+        assert summary["new-tool"].last_failure is None
+
+        buckets = await store.attempt_counts(ws.id, T0 - timedelta(hours=1), 3600)
+        assert [(b.start, b.outcome, b.count) for b in buckets] == [
+            (T0, "SUCCESS", 2),
+            (T0, "SUCCESS_STALE_KEY", 1),
+        ]
+        pruned = await store.prune_attempts(T0 + timedelta(seconds=30))
+        assert pruned == 2
+        assert [s.source for s in await store.source_summary(ws.id)] == ["old-tool"]
+
+    with_store(db_url, action)
