@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..config import Settings
+from ..dashboard import dashboard_routes
 from ..logs import configure_logging
 from ..runtime import Runtime
 from ..store import StoreError
@@ -114,6 +115,7 @@ class MoeconnectApp:
                 Route("/healthz", healthz),
                 Route("/readyz", readyz),
                 Route("/openapi.json", openapi),
+                *dashboard_routes(runtime),
             ],
             exception_handlers={HTTPException: _not_found, Exception: _internal},
             lifespan=lifespan,
