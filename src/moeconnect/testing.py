@@ -1,14 +1,25 @@
 """Run a real moeconnect server in tests: the pytest plugin and the class behind it.
 
 ``MoeconnectServer`` starts ``python -m moeconnect serve`` on a free port with a throwaway SQLite
-database, waits until it answers, and offers helpers that create workspaces and keys in the same
-store. The pytest plugin (entry point ``pytest11``) exposes it as the ``moeconnect_server`` fixture.
+database, waits until it answers, and offers helpers that create workspaces, generate, rotate (with
+a grace period) and revoke keys, and suspend workspaces in the same store, exactly as the CLI would.
+
+Installed with moeconnect, this module is a pytest plugin (entry point ``pytest11``) with fixtures:
+
+- ``moeconnect_server`` (session): one server for DC 01, shared by the whole run;
+- ``moeconnect_workspace`` (function): a fresh workspace with a Data API key on that server;
+- ``moeconnect_server_factory`` (session): ``factory(dc="02")`` starts (once) a server for other
+  DCs or settings, stopped at the end of the run.
+
+Servers started by the fixtures see every helper's change at once (no credential cache) and have
+no abuse limits, so a test never depends on timing or on how many tests failed before it.
+
+The plugin loads in every pytest run of anyone who installs moeconnect, so importing this module
+is cheap: the store and everything behind it are imported only when a helper runs.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import os
 import shutil
 import signal
@@ -17,21 +28,39 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from .accounts import Accounts
-from .config import load_secret
-from .records import Workspace
-from .store import open_store
+if TYPE_CHECKING:
+    import concurrent.futures
 
-__all__ = ["MoeconnectServer", "free_port", "moeconnect_server"]
+    from .accounts import Accounts
+    from .records import Workspace
+
+__all__ = [
+    "ENDPOINT_PATH",
+    "TEST_SETTINGS",
+    "MoeconnectServer",
+    "WorkspaceKey",
+    "free_port",
+    "moeconnect_server",
+    "moeconnect_server_factory",
+    "moeconnect_workspace",
+]
+
+ENDPOINT_PATH = "/v1/integrations/authentication"
+# Settings for servers a test suite talks to: every change visible at once, no abuse limits.
+TEST_SETTINGS: dict[str, str] = {
+    "MOECONNECT_CACHE_TTL": "0",
+    "MOECONNECT_LIMIT_FAILED_PER_IP": "off",
+    "MOECONNECT_LIMIT_FAILED_PER_WORKSPACE": "off",
+    "MOECONNECT_LIMIT_PER_WORKSPACE": "off",
+}
 
 T = TypeVar("T")
 
@@ -41,6 +70,33 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _grace(grace: timedelta | str | float | None) -> timedelta | None:
+    """A grace period written as a timedelta, seconds, or a duration like ``"24h"``."""
+    if grace is None or isinstance(grace, timedelta):
+        return grace
+    if isinstance(grace, str):
+        from .durations import parse_duration
+
+        return parse_duration(grace)
+    return timedelta(seconds=grace)
+
+
+@dataclass(frozen=True)
+class WorkspaceKey:
+    """A workspace and its Data API key on a test server; the key is left out of the repr."""
+
+    workspace_id: str
+    key: str = field(repr=False)
+    name: str
+    dc: str
+    base_url: str
+
+    @property
+    def endpoint(self) -> str:
+        """The full URL of the Test Connection API on the server that holds this workspace."""
+        return self.base_url + ENDPOINT_PATH
 
 
 class MoeconnectServer:
@@ -74,11 +130,16 @@ class MoeconnectServer:
         self.args = list(args)
         self.log_path = self.workdir / f"server-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def endpoint(self) -> str:
+        """The full URL of the Test Connection API: ``base_url`` + ``/v1/integrations/...``."""
+        return self.base_url + ENDPOINT_PATH
 
     @property
     def env(self) -> dict[str, str]:
@@ -122,6 +183,9 @@ class MoeconnectServer:
         return self
 
     def wait_ready(self, timeout: float = 20.0) -> None:
+        import urllib.error
+        import urllib.request
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
@@ -153,7 +217,8 @@ class MoeconnectServer:
 
     def close(self) -> None:
         self.stop()
-        self._pool.shutdown(wait=False)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -175,6 +240,13 @@ class MoeconnectServer:
         """Run ``action(accounts)`` against this server's store (in a thread, so it works from
         async tests too)."""
 
+        import asyncio
+        import concurrent.futures
+
+        from .accounts import Accounts
+        from .config import load_secret
+        from .store import open_store
+
         async def go() -> T:
             store = open_store(self.db_url)
             try:
@@ -184,6 +256,8 @@ class MoeconnectServer:
             finally:
                 await store.close()
 
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         return self._pool.submit(asyncio.run, go()).result()
 
     def create_workspace(
@@ -194,10 +268,21 @@ class MoeconnectServer:
         )
 
     def generate_key(
-        self, workspace_id: str, scope: str = "data", grace: timedelta | None = None
+        self, workspace_id: str, scope: str = "data", grace: timedelta | str | float | None = None
     ) -> str:
-        """Generate (or rotate) a key and return its plaintext."""
-        return self.run(lambda a: a.generate_key(workspace_id, scope, grace)).key
+        """Generate (or rotate) a key and return its plaintext.
+
+        With ``grace`` (a timedelta, seconds, or ``"24h"``), a key it replaces keeps working
+        until then; otherwise the previous key stops working at once.
+        """
+        period = _grace(grace)
+        return self.run(lambda a: a.generate_key(workspace_id, scope, period)).key
+
+    def rotate_key(
+        self, workspace_id: str, grace: timedelta | str | float | None = None, scope: str = "data"
+    ) -> str:
+        """Replace the current key with a new one (returned); the old one works for ``grace``."""
+        return self.generate_key(workspace_id, scope, grace)
 
     def import_key(self, workspace_id: str, key: str, scope: str = "data") -> None:
         self.run(lambda a: a.import_key(workspace_id, key, scope))
@@ -216,6 +301,17 @@ class MoeconnectServer:
         ws = self.create_workspace(name)
         return ws.id, self.generate_key(ws.id)
 
+    def new_workspace(
+        self, name: str = "Test workspace", dc: str | None = None, key: str | None = None
+    ) -> WorkspaceKey:
+        """A new workspace with a Data API key (generated, or ``key`` imported as given)."""
+        ws = self.create_workspace(name, dc)
+        if key is None:
+            key = self.generate_key(ws.id)
+        else:
+            self.import_key(ws.id, key)
+        return WorkspaceKey(ws.id, key, ws.name, ws.dc, self.base_url)
+
     def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``moeconnect ARGS --db <this store>`` and capture its output."""
         return subprocess.run(
@@ -230,12 +326,50 @@ class MoeconnectServer:
         )
 
 
+ServerFactory = Callable[..., MoeconnectServer]
+
+
 @pytest.fixture(scope="session")
-def moeconnect_server() -> Iterator[MoeconnectServer]:
-    """A real moeconnect server (DC 01) for the whole test session, with a throwaway database."""
-    server = MoeconnectServer()
-    server.start()
+def moeconnect_server_factory() -> Iterator[ServerFactory]:
+    """Start servers with other settings: ``factory(dc="02")``, ``factory(dc="01,02")``,
+    ``factory(env={"MOECONNECT_LIMIT_FAILED_PER_IP": "3/minute"})``.
+
+    Each distinct set of arguments starts one server, reused for the rest of the session and
+    stopped at its end. Fixture servers see helper changes at once and have no abuse limits
+    unless ``env`` sets them.
+    """
+    servers: dict[tuple[Any, ...], MoeconnectServer] = {}
+
+    def start(
+        dc: str = "01", env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+    ) -> MoeconnectServer:
+        wanted = (dc, tuple(sorted((env or {}).items())), tuple(args))
+        if wanted not in servers:
+            server = MoeconnectServer(dc=dc, env={**TEST_SETTINGS, **(env or {})}, args=args)
+            try:
+                server.start()
+            except BaseException:
+                server.close()
+                raise
+            servers[wanted] = server
+        return servers[wanted]
+
     try:
-        yield server
+        yield start
     finally:
-        server.close()
+        for server in servers.values():
+            server.close()
+
+
+@pytest.fixture(scope="session")
+def moeconnect_server(moeconnect_server_factory: ServerFactory) -> MoeconnectServer:
+    """A real moeconnect server (DC 01) for the whole test session, with a throwaway database."""
+    return moeconnect_server_factory()
+
+
+@pytest.fixture
+def moeconnect_workspace(
+    moeconnect_server: MoeconnectServer, request: pytest.FixtureRequest
+) -> WorkspaceKey:
+    """A fresh workspace with a Data API key on ``moeconnect_server``, named after the test."""
+    return moeconnect_server.new_workspace(name=request.node.name[:100])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .check import check
 from .db import db
 from .keys import key
 from .serve import serve
@@ -20,7 +21,7 @@ def cli() -> None:
     """moeconnect: MoEngage's Test Connection API and the credential system behind it."""
 
 
-for command in (serve, workspace, key, token, db):
+for command in (serve, workspace, key, token, db, check):
     cli.add_command(command)
 
 
