@@ -37,11 +37,10 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    services.need("PostgreSQL", "127.0.0.1", 5432)
     import asyncpg
     from sqlalchemy.engine import make_url
 
-    base = make_url(services.PG_URL)
+    base = make_url(services.postgres_url())
     name = "moeconnect_" + secrets.token_hex(6)
 
     async def admin(sql: str) -> None:
@@ -62,8 +61,7 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture
 def redis_url() -> str:
-    services.need("Redis", "127.0.0.1", 6379)
-    return services.REDIS_URL
+    return services.redis_url()
 
 
 @pytest.fixture

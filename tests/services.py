@@ -1,14 +1,18 @@
 """Where the tests find PostgreSQL and Redis.
 
 The machine's own services (127.0.0.1:5432 database ``test``, 127.0.0.1:6379) are used when they
-answer. When they don't, tests that need them are skipped with a reason, or fail when
-``MOECONNECT_REQUIRE_SERVICES=1`` (as in CI): a missing service must never look like a pass.
+answer. When they don't but the binaries are installed (``initdb``/``pg_ctl``, ``redis-server``),
+a throwaway one is started for the session. Otherwise tests that need them are skipped with a
+reason, or fail when ``MOECONNECT_REQUIRE_SERVICES=1`` (as in CI): a missing service must never
+look like a pass.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -36,3 +40,36 @@ def need(name: str, host: str, port: int) -> None:
     if required():
         pytest.fail(f"{message}, and MOECONNECT_REQUIRE_SERVICES=1 requires it")
     pytest.skip(f"{message}; start it to run this test")
+
+
+_started: dict[str, str] = {}
+
+
+def _url_service(name: str, url: str, start: str) -> str:
+    """``url`` if its server answers, else a throwaway one's URL, else skip (or fail)."""
+    if name in _started:
+        return _started[name]
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 0
+    if reachable(host, port):
+        return url
+    from . import throwaway
+
+    try:
+        server = getattr(throwaway, start)()
+        server.start()
+    except (RuntimeError, OSError, TimeoutError):
+        need(name, host, port)  # skips, or fails when services are required
+        raise
+    atexit.register(server.close)
+    _started[name] = server.url
+    return str(server.url)
+
+
+def postgres_url() -> str:
+    """A PostgreSQL URL whose database may be used to create and drop test databases."""
+    return _url_service("PostgreSQL", PG_URL, "ThrowawayPostgres")
+
+
+def redis_url() -> str:
+    return _url_service("Redis", REDIS_URL, "ThrowawayRedis")

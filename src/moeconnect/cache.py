@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 
 from .records import WorkspaceCredentials
 from .store import Store, StoreError
@@ -23,14 +24,23 @@ log = logging.getLogger("moeconnect.cache")
 
 
 class CredentialCache:
-    """Workspace ID → (expiry, credentials), bounded in size and age."""
+    """Workspace ID → (expiry, credentials), bounded in size and age.
 
-    __slots__ = ("_entries", "hits", "max_entries", "misses", "ttl")
+    An invalidation also remembers *when* it happened, so a read that started before it (and so
+    may have seen the old rows) can't put the old record back afterwards.
+    """
+
+    __slots__ = ("_cleared_at", "_entries", "_invalidated", "hits", "max_entries", "misses", "ttl")
+
+    # Invalidation times older than this can't race with any read still in flight.
+    _REMEMBER = 60.0
 
     def __init__(self, ttl: float = 30.0, max_entries: int = 200_000) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
         self._entries: dict[str, tuple[float, float, WorkspaceCredentials]] = {}
+        self._invalidated: dict[str, float] = {}
+        self._cleared_at = float("-inf")
         self.hits = 0
         self.misses = 0
 
@@ -49,9 +59,12 @@ class CredentialCache:
         return loaded, record
 
     def put(self, record: WorkspaceCredentials, loaded: float | None = None) -> None:
+        """Cache ``record``, read from the store starting at monotonic time ``loaded``."""
         if self.ttl <= 0:
             return
         now = time.monotonic() if loaded is None else loaded
+        if now <= self._cleared_at or now <= self._invalidated.get(record.workspace_id, now - 1):
+            return  # invalidated while it was being read: it may be the old record
         entries = self._entries
         if record.workspace_id not in entries and len(entries) >= self.max_entries:
             # Dicts keep insertion order: drop the oldest tenth in one go.
@@ -61,9 +74,24 @@ class CredentialCache:
 
     def invalidate(self, workspace_id: str) -> None:
         self._entries.pop(workspace_id, None)
+        now = time.monotonic()
+        marks = self._invalidated
+        if len(marks) >= 10_000:
+            for wid in [w for w, at in marks.items() if now - at > self._REMEMBER]:
+                del marks[wid]
+            if len(marks) >= 10_000:  # a storm of changes: forget them all, refuse older reads
+                marks.clear()
+                self._cleared_at = now
+        marks[workspace_id] = now
+
+    def invalidate_many(self, workspace_ids: Iterable[str]) -> None:
+        for workspace_id in workspace_ids:
+            self.invalidate(workspace_id)
 
     def clear(self) -> None:
         self._entries.clear()
+        self._invalidated.clear()
+        self._cleared_at = time.monotonic()
 
     def __len__(self) -> int:
         return len(self._entries)

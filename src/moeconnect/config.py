@@ -73,6 +73,16 @@ def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
 
 
+def _redis_url(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"MOECONNECT_REDIS must be a redis://, rediss:// or unix:// URL, not {raw!r}"
+        )
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a server process needs to know; built from flags or the environment."""
@@ -85,6 +95,8 @@ class Settings:
     change_poll_interval: float = 0.25
     trusted_proxies: tuple[str, ...] = ()
     log_level: str = "info"
+    # Shared by every instance: carries cache invalidations now, rate-limit counters later.
+    redis_url: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -109,4 +121,5 @@ class Settings:
             change_poll_interval=_env_float(env, "MOECONNECT_CHANGE_POLL", 0.25),
             trusted_proxies=proxies,
             log_level=(env.get("MOECONNECT_LOG_LEVEL") or "info").lower(),
+            redis_url=_redis_url(env.get("MOECONNECT_REDIS")),
         )

@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from redis.asyncio import Redis
+
 from .accounts import Accounts
 from .cache import ChangeWatcher, CredentialCache
 from .config import Settings, load_secret
+from .invalidation import RedisInvalidation, redis_client
 from .proxies import ClientAddress
 from .records import Attempt
 from .store import Store, open_store
@@ -29,17 +32,34 @@ class Runtime:
         self.accounts = Accounts(self.store, self.secret, settings.known_dcs)
         self.cache = CredentialCache(ttl=settings.cache_ttl)
         self.watcher = ChangeWatcher(self.store, self.cache, settings.change_poll_interval)
+        # A write made here is seen here at once, and (with Redis) by every other process.
+        self.store.add_change_listener(self.cache.invalidate_many)
+        # One shared client per process (invalidations, rate limits); None without Redis.
+        self.redis: Redis | None = None
+        self.invalidation: RedisInvalidation | None = None
+        if settings.redis_url:
+            self.redis = redis_client(settings.redis_url)
+            self.invalidation = RedisInvalidation(
+                settings.redis_url, self.cache, publisher=self.redis
+            )
+            self.store.add_change_listener(self.invalidation.on_change)
         self.client_address = ClientAddress(settings.trusted_proxies)
         self.record_attempt: Callable[[Attempt], None] | None = None
 
     async def start(self) -> None:
         await self.store.migrate()
         await self.watcher.start()
+        if self.invalidation is not None:
+            await self.invalidation.start()
         log.info(
             "moeconnect ready",
             extra={"db": self.store.url, "dcs": list(self.settings.dcs)},
         )
 
     async def stop(self) -> None:
+        if self.invalidation is not None:
+            await self.invalidation.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.watcher.stop()
         await self.store.close()

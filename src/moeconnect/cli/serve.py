@@ -37,6 +37,23 @@ __all__ = ["serve"]
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
+@click.option(
+    "--redis",
+    "redis_url",
+    envvar="MOECONNECT_REDIS",
+    default=None,
+    help="Redis URL shared by every instance (cache invalidations, rate limits); "
+    "env MOECONNECT_REDIS. Without it, changes still reach every worker by polling the database.",
+)
+@click.option(
+    "--cache-ttl",
+    type=click.FloatRange(0, 3600),
+    envvar="MOECONNECT_CACHE_TTL",
+    default=30.0,
+    show_default=True,
+    help="Longest a cached credential is trusted, in seconds, should invalidations be lost "
+    "(0 disables the cache).",
+)
 @db_option
 def serve(
     host: str,
@@ -47,6 +64,8 @@ def serve(
     ssl_keyfile: str | None,
     trusted_proxies: tuple[str, ...],
     log_level: str,
+    redis_url: str | None,
+    cache_ttl: float,
     db_url: str,
 ) -> None:
     """Run the Test Connection API, the admin API and the dashboard."""
@@ -58,6 +77,8 @@ def serve(
         fail(f"--dc: {err}", 2)
     if bool(ssl_certfile) != bool(ssl_keyfile):
         fail("give both --ssl-certfile and --ssl-keyfile, or neither", 2)
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        fail(f"--redis must be a redis://, rediss:// or unix:// URL, not {redis_url!r}", 2)
 
     async def migrate() -> None:
         store = open_store(db_url)
@@ -74,6 +95,9 @@ def serve(
     os.environ["MOECONNECT_DB"] = db_url
     os.environ["MOECONNECT_DC"] = ",".join(dcs)
     os.environ["MOECONNECT_LOG_LEVEL"] = log_level
+    os.environ["MOECONNECT_CACHE_TTL"] = repr(cache_ttl)
+    if redis_url:
+        os.environ["MOECONNECT_REDIS"] = redis_url
     if trusted_proxies:
         os.environ["MOECONNECT_TRUSTED_PROXIES"] = ",".join(trusted_proxies)
     from ..logs import configure_logging

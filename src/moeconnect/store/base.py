@@ -10,7 +10,7 @@ Exceptions::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -131,6 +131,8 @@ class Store(Protocol):
     async def migrate(self) -> None: ...
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
+    def add_change_listener(self, listener: Callable[[Sequence[str]], None]) -> None:
+        """``listener(workspace_ids)`` runs after each commit that appended to the change feed."""
 
     # Workspaces
     async def create_workspace(self, workspace_id: str, name: str, dc: str) -> Workspace: ...

@@ -7,7 +7,8 @@ and the SQLite file guard. Every backend failure surfaces as :class:`StoreUnavai
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -43,6 +44,9 @@ from .schema import api_keys, changes, connection_attempts, operator_tokens, wor
 from .urls import DatabaseURL
 
 __all__ = ["SQLStore"]
+
+log = logging.getLogger("moeconnect.store")
+_CHANGED = "moeconnect.changed"  # conn.info key: workspaces this transaction changed
 
 
 _UNAVAILABLE = (
@@ -172,6 +176,22 @@ class SQLStore:
             self.db.ensure_sqlite_file()
             self._file_id: tuple[int, int] | None = self.db.sqlite_file_id()
         self._engine = _engine_for(self.db)
+        self._listeners: list[Callable[[Sequence[str]], None]] = []
+
+    def add_change_listener(self, listener: Callable[[Sequence[str]], None]) -> None:
+        """Call ``listener(workspace_ids)`` after each commit that appended to the change feed.
+
+        This is how a server tells its own cache and the other instances at once, instead of
+        waiting for their next poll. A listener must not raise or block.
+        """
+        self._listeners.append(listener)
+
+    def _notify(self, changed: Sequence[str]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(changed)
+            except Exception:
+                log.exception("change listener failed")
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -194,8 +214,12 @@ class SQLStore:
             if self.db.kind == "sqlite":
                 await self._check_sqlite_file()
             if write:
+                changed: list[str] = []
                 async with self._engine.begin() as conn:
+                    conn.info[_CHANGED] = changed
                     yield conn
+                if changed:
+                    self._notify(changed)
             else:
                 async with self._engine.connect() as conn:
                     yield conn
@@ -206,6 +230,7 @@ class SQLStore:
 
     async def _record_change(self, conn: AsyncConnection, workspace_id: str, now: datetime) -> None:
         await conn.execute(changes.insert().values(workspace_id=workspace_id, at=now))
+        conn.info[_CHANGED].append(workspace_id)
 
     async def migrate(self) -> None:
         from .migrate import upgrade
