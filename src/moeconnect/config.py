@@ -95,6 +95,7 @@ class Settings:
     change_poll_interval: float = 0.25
     trusted_proxies: tuple[str, ...] = ()
     log_level: str = "info"
+    record_retention: str = "30d"  # how long the connection record keeps attempts
     # Shared by every instance: carries cache invalidations now, rate-limit counters later.
     redis_url: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
@@ -121,5 +122,6 @@ class Settings:
             change_poll_interval=_env_float(env, "MOECONNECT_CHANGE_POLL", 0.25),
             trusted_proxies=proxies,
             log_level=(env.get("MOECONNECT_LOG_LEVEL") or "info").lower(),
+            record_retention=env.get("MOECONNECT_RECORD_RETENTION") or "30d",
             redis_url=_redis_url(env.get("MOECONNECT_REDIS")),
         )

@@ -16,6 +16,7 @@ from .cache import ChangeWatcher, CredentialCache
 from .config import Settings, load_secret
 from .invalidation import RedisInvalidation, redis_client
 from .proxies import ClientAddress
+from .record import ConnectionRecorder, parse_retention
 from .records import Attempt
 from .store import Store, open_store
 
@@ -44,10 +45,15 @@ class Runtime:
             )
             self.store.add_change_listener(self.invalidation.on_change)
         self.client_address = ClientAddress(settings.trusted_proxies)
-        self.record_attempt: Callable[[Attempt], None] | None = None
+        # The connection record: record() is O(1); a background task writes in batches.
+        self.recorder = ConnectionRecorder(
+            self.store, retention=parse_retention(settings.record_retention)
+        )
+        self.record_attempt: Callable[[Attempt], None] | None = self.recorder.record
 
     async def start(self) -> None:
         await self.store.migrate()
+        await self.recorder.start()
         await self.watcher.start()
         if self.invalidation is not None:
             await self.invalidation.start()
@@ -62,4 +68,5 @@ class Runtime:
         if self.redis is not None:
             await self.redis.aclose()
         await self.watcher.stop()
+        await self.recorder.stop()  # the final flush, before the store closes
         await self.store.close()

@@ -6,7 +6,9 @@ import os
 
 import click
 
+from ..config import ConfigError
 from ..dcs import DEFAULT_DCS, parse_dc_list
+from ..record import parse_retention
 from ..store import open_store
 from ._common import db_option, fail, run
 
@@ -54,6 +56,13 @@ __all__ = ["serve"]
     help="Longest a cached credential is trusted, in seconds, should invalidations be lost "
     "(0 disables the cache).",
 )
+@click.option(
+    "--record-retention",
+    envvar="MOECONNECT_RECORD_RETENTION",
+    default="30d",
+    show_default=True,
+    help="How long the connection record keeps attempts (e.g. 7d, 90d); older ones are pruned.",
+)
 @db_option
 def serve(
     host: str,
@@ -66,6 +75,7 @@ def serve(
     log_level: str,
     redis_url: str | None,
     cache_ttl: float,
+    record_retention: str,
     db_url: str,
 ) -> None:
     """Run the Test Connection API, the admin API and the dashboard."""
@@ -95,6 +105,11 @@ def serve(
     os.environ["MOECONNECT_DB"] = db_url
     os.environ["MOECONNECT_DC"] = ",".join(dcs)
     os.environ["MOECONNECT_LOG_LEVEL"] = log_level
+    try:
+        parse_retention(record_retention)
+    except ConfigError as err:
+        fail(f"--record-retention: {err}", 2)
+    os.environ["MOECONNECT_RECORD_RETENTION"] = record_retention
     os.environ["MOECONNECT_CACHE_TTL"] = repr(cache_ttl)
     if redis_url:
         os.environ["MOECONNECT_REDIS"] = redis_url

@@ -1,0 +1,260 @@
+"""The connection record writer: every endpoint attempt, buffered in memory, written in batches.
+
+The endpoint calls :meth:`ConnectionRecorder.record` after each response. That call is O(1) and
+never waits: a failure is appended to a list, a success (and a 429) is added to an in-memory
+aggregate per (workspace, source, key, outcome, minute) — per (workspace, client IP, minute) for
+429s — whose ``count`` is exact. A background task flushes the buffer to the store in batches;
+aggregates are upserted, so counts also add up across batches, workers and instances.
+
+Nothing recorded is lost under normal load: a failed flush puts the rows back and retries, and
+:meth:`stop` (reached from SIGTERM through uvicorn's graceful shutdown and the Starlette lifespan)
+writes whatever is left. Only when the buffer holds ``max_pending`` rows — the store has been away
+for long under heavy traffic — are new rows dropped, and each drop is counted in :attr:`dropped`
+and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from .config import ConfigError
+from .durations import parse_duration
+from .errors import STALE_SUCCESS, SUCCESS
+from .records import Attempt
+from .store import Store, StoreError
+from .store.base import AttemptRow
+
+__all__ = ["DEFAULT_RETENTION", "ConnectionRecorder", "parse_retention"]
+
+log = logging.getLogger("moeconnect.record")
+
+DEFAULT_RETENTION = timedelta(days=30)
+RATE_LIMITED = "RATE_LIMITED"
+_AGGREGATED = frozenset((SUCCESS, STALE_SUCCESS))
+
+
+def parse_retention(text: str | None) -> timedelta:
+    """``MOECONNECT_RECORD_RETENTION`` / ``--record-retention``: a duration such as ``30d``."""
+    if not text:
+        return DEFAULT_RETENTION
+    try:
+        value = parse_duration(text)
+    except ValueError as err:
+        raise ConfigError(f"record retention: {err}") from None
+    if value < timedelta(minutes=1):
+        raise ConfigError(f"record retention must be at least 1m, not {text!r}")
+    return value
+
+
+class _Aggregate:
+    """A mutable running total, so adding an attempt is a dict lookup and three assignments."""
+
+    __slots__ = ("count", "first", "last", "template")
+
+    def __init__(self, attempt: Attempt) -> None:
+        self.template = attempt
+        self.first = attempt.at
+        self.last = attempt.at
+        self.count = 1
+
+    def add(self, attempt: Attempt) -> None:
+        self.count += 1
+        if attempt.at >= self.last:
+            self.last = attempt.at
+            self.template = attempt
+
+
+def _minute(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+def _row(attempt: Attempt, count: int = 1, agg_key: str | None = None) -> AttemptRow:
+    return AttemptRow(
+        at=attempt.at,
+        last_at=attempt.at,
+        minute=_minute(attempt.at),
+        request_id=attempt.request_id,
+        workspace_id=attempt.workspace_id,
+        dc=attempt.dc,
+        source=attempt.source,
+        outcome=attempt.outcome,
+        key_id=attempt.key_id,
+        stale=attempt.outcome == STALE_SUCCESS,
+        client_ip=attempt.client_ip,
+        user_agent=attempt.user_agent,
+        count=count,
+        agg_key=agg_key,
+    )
+
+
+class ConnectionRecorder:
+    """Buffers attempts and writes them to ``store`` off the request path."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        retention: timedelta = DEFAULT_RETENTION,
+        flush_interval: float = 0.25,
+        batch_size: int = 2000,
+        max_pending: int = 200_000,
+        prune_interval: float = 3600.0,
+    ) -> None:
+        self.store = store
+        self.retention = retention
+        self.flush_interval = flush_interval
+        self.batch_size = batch_size
+        self.max_pending = max_pending
+        self.prune_interval = prune_interval
+        self._singles: list[AttemptRow] = []
+        self._aggregates: dict[str, _Aggregate] = {}
+        self._retry: list[AttemptRow] = []  # rows of a failed flush, written first next time
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lock: asyncio.Lock | None = None
+        self._stopping = False
+        self._last_drop_log = 0.0
+        # Counters for metrics and tests.
+        self.recorded = 0  # attempts handed to record()
+        self.written = 0  # attempts the store has committed
+        self.dropped = 0  # attempts lost to an overflowing buffer
+        self.flush_failures = 0
+
+    # -- the request path -----------------------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        """Rows waiting to be written (an aggregate counts once, however many attempts)."""
+        return len(self._singles) + len(self._aggregates) + len(self._retry)
+
+    def record(self, attempt: Attempt) -> None:
+        """Take one attempt: O(1), no I/O, never raises into the endpoint."""
+        outcome = attempt.outcome
+        if outcome in _AGGREGATED:
+            key = (
+                f"{outcome}|{attempt.workspace_id}|{attempt.key_id}|"
+                f"{attempt.at.strftime('%Y%m%d%H%M')}|{attempt.source}"
+            )
+        elif outcome == RATE_LIMITED:
+            key = (
+                f"{outcome}|{attempt.workspace_id or ''}|{attempt.client_ip}|"
+                f"{attempt.at.strftime('%Y%m%d%H%M')}"
+            )
+        else:
+            key = ""
+        if key:
+            aggregate = self._aggregates.get(key)
+            if aggregate is not None:
+                aggregate.add(attempt)
+                self.recorded += 1
+                return
+        if self.queue_depth >= self.max_pending:
+            self._drop()
+            return
+        if key:
+            self._aggregates[key] = _Aggregate(attempt)
+        else:
+            self._singles.append(_row(attempt))
+        self.recorded += 1
+        if self._wake is not None and len(self._singles) + len(self._aggregates) >= self.batch_size:
+            self._wake.set()
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._last_drop_log >= 10:
+            self._last_drop_log = now
+            log.warning(
+                "connection record buffer full; dropping attempts",
+                extra={"dropped_total": self.dropped, "queue_depth": self.queue_depth},
+            )
+
+    # -- the background writer ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name="moeconnect-record")
+
+    async def stop(self, attempts: int = 5) -> None:
+        """Stop the writer after its current flush, then write everything left."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
+            self._task = None
+        for attempt in range(attempts):
+            if await self.flush():
+                break
+            await asyncio.sleep(0.2 * (attempt + 1))
+        if self.queue_depth:
+            log.error(
+                "connection record not fully written at shutdown",
+                extra={"unwritten_rows": self.queue_depth},
+            )
+        else:
+            log.info("connection record flushed", extra={"attempts_written": self.written})
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        next_prune = time.monotonic() + min(5.0, self.prune_interval)
+        backoff = self.flush_interval
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), backoff)
+            self._wake.clear()
+            if self._stopping:
+                break
+            ok = await self.flush()
+            backoff = self.flush_interval if ok else min(backoff * 2, 5.0)
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + self.prune_interval
+                await self.prune()
+
+    def _take(self) -> list[AttemptRow]:
+        rows, self._retry = self._retry, []
+        rows.extend(self._singles)
+        self._singles = []
+        aggregates, self._aggregates = self._aggregates, {}
+        for key, agg in aggregates.items():
+            rows.append(replace(_row(agg.template, agg.count, key), at=agg.first))
+        return rows
+
+    async def flush(self) -> bool:
+        """Write everything buffered now; on a store error keep the rest for the next try."""
+        lock = self._lock or asyncio.Lock()
+        async with lock:
+            rows = self._take()
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start : start + self.batch_size]
+                try:
+                    await self.store.add_attempts(chunk)
+                except (StoreError, OSError) as err:
+                    self.flush_failures += 1
+                    self._retry = rows[start:] + self._retry
+                    log.warning(
+                        "connection record flush failed; will retry",
+                        extra={"error": str(err)[:200], "queue_depth": self.queue_depth},
+                    )
+                    return False
+                self.written += sum(r.count for r in chunk)
+            return True
+
+    async def prune(self) -> int:
+        """Delete rows older than the retention period; returns how many went."""
+        try:
+            removed = await self.store.prune_attempts(datetime.now(UTC) - self.retention)
+        except StoreError as err:
+            log.warning("connection record prune failed", extra={"error": str(err)[:200]})
+            return 0
+        if removed:
+            log.info("connection record pruned", extra={"rows": removed})
+        return removed

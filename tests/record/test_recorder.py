@@ -1,0 +1,122 @@
+"""The record writer in-process, against a real SQLite file: exact counts, retries, bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from moeconnect.config import ConfigError
+from moeconnect.record import DEFAULT_RETENTION, ConnectionRecorder, parse_retention
+from moeconnect.records import Attempt
+from moeconnect.store import open_store
+
+T0 = datetime(2026, 1, 5, 10, 0, 0, tzinfo=UTC)
+
+
+def attempt(i: int, outcome: str = "SUCCESS", source: str = "tool", at: datetime = T0) -> Attempt:
+    return Attempt(
+        at=at + timedelta(milliseconds=i),
+        request_id=f"req{i:08d}",
+        workspace_id="W1",
+        dc="01",
+        source=source,
+        outcome=outcome,
+        key_id="key_1" if outcome.startswith("SUCCESS") else None,
+        client_ip="10.1.2.3",
+        user_agent="pytest",
+    )
+
+
+def test_retention_setting() -> None:
+    assert parse_retention(None) == DEFAULT_RETENTION == timedelta(days=30)
+    assert parse_retention("7d") == timedelta(days=7)
+    with pytest.raises(ConfigError):
+        parse_retention("soon")
+    with pytest.raises(ConfigError):
+        parse_retention("1s")
+
+
+def test_counts_exact_and_failures_one_by_one(sqlite_url: str) -> None:
+    async def go() -> None:
+        store = open_store(sqlite_url)
+        await store.migrate()
+        recorder = ConnectionRecorder(store, flush_interval=0.01, batch_size=50)
+        await recorder.start()
+        for i in range(1000):
+            recorder.record(attempt(i))
+            if i % 10 == 0:
+                recorder.record(attempt(i, "KEY_MISMATCH"))
+            if i % 100 == 0:
+                recorder.record(attempt(i, "RATE_LIMITED"))
+                await asyncio.sleep(0)  # let flushes interleave with recording
+        await recorder.stop()
+        assert recorder.queue_depth == 0 and recorder.dropped == 0
+        assert recorder.recorded == recorder.written == 1000 + 100 + 10
+        summary = await store.source_summary("W1")
+        assert summary[0].counts == {"SUCCESS": 1000, "KEY_MISMATCH": 100, "RATE_LIMITED": 10}
+        page = await store.list_attempts("W1", outcome="KEY_MISMATCH", limit=1000)
+        assert len(page.items) == 100 and all(r.count == 1 for r in page.items)
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_store_outage_keeps_rows_and_retries(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    url = f"sqlite:///{path}"
+
+    async def go() -> None:
+        store = open_store(url)
+        await store.migrate()
+        recorder = ConnectionRecorder(store)  # flushed by hand below
+        for i in range(20):
+            recorder.record(attempt(i, "KEY_MISMATCH"))
+            recorder.record(attempt(i))
+        os.rename(path, tmp_path / "away.db")
+        assert await recorder.flush() is False
+        assert recorder.queue_depth == 21 and recorder.flush_failures == 1
+        recorder.record(attempt(99))
+        os.rename(tmp_path / "away.db", path)
+        assert await recorder.flush() is True
+        assert recorder.queue_depth == 0
+        summary = await store.source_summary("W1")
+        assert summary[0].counts == {"SUCCESS": 21, "KEY_MISMATCH": 20}
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_overflow_is_counted_never_silent(sqlite_url: str) -> None:
+    async def go() -> None:
+        store = open_store(sqlite_url)
+        recorder = ConnectionRecorder(store, max_pending=10)
+        for i in range(15):
+            recorder.record(attempt(i, "KEY_MISMATCH"))
+        for i in range(5):
+            recorder.record(attempt(i))  # no room for a new aggregate either
+        assert recorder.queue_depth == 10
+        assert recorder.dropped == 10 and recorder.recorded == 10
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_prune_follows_retention(sqlite_url: str) -> None:
+    async def go() -> None:
+        store = open_store(sqlite_url)
+        await store.migrate()
+        recorder = ConnectionRecorder(store, retention=timedelta(days=1))
+        now = datetime.now(UTC)
+        recorder.record(attempt(1, "KEY_MISMATCH", at=now - timedelta(days=2)))
+        recorder.record(attempt(2, "KEY_MISMATCH", at=now - timedelta(hours=1)))
+        assert await recorder.flush()
+        assert await recorder.prune() == 1
+        page = await store.list_attempts("W1")
+        assert [r.request_id for r in page.items] == ["req00000002"]
+        await store.close()
+
+    asyncio.run(go())
