@@ -37,7 +37,7 @@ from .dcs import DEFAULT_DCS, endpoint_for, normalise_region
 from .errors import CATALOGUE, SUCCESS
 from .keys import checksum_ok, has_generated_format
 
-__all__ = ["PATH", "AsyncClient", "Client", "ConnectionResult"]
+__all__ = ["AsyncClient", "Client", "ConnectionResult"]
 
 PATH: Final = "/v1/integrations/authentication"
 RETRY_STATUSES: Final = frozenset({429, 503})
