@@ -1,0 +1,467 @@
+"""Abuse limits of the Test Connection endpoint (SPEC section 5), on the ``limits`` library.
+
+Three limits, each a *fixed window* that starts at the first counted attempt:
+
+- failed attempts per client IP (default ``30/minute``),
+- failed attempts per workspace, all IPs together (``100/minute``),
+- all attempts per workspace (``600/minute``).
+
+Why a fixed window: it is one counter per key (one ``INCR`` in Redis, one integer in memory), where
+a moving window keeps a timestamp per attempt — up to 600 per workspace — and the spec's own
+wording ("that IP gets 429 for the rest of the window") describes a fixed window. The price, a
+burst of up to twice the limit across a window boundary, is acceptable for brute-force defence.
+
+Row 5 of the check table calls :meth:`RateLimiter.admit` (is a limit already exhausted?) and, once
+the outcome is known, :meth:`RateLimiter.settle` counts the attempt and returns the
+``X-RateLimit-*`` headers of the tightest limit. Counters live in this process's memory, or in
+Redis when ``MOECONNECT_REDIS`` is set so every instance shares them. When Redis can't be reached
+the limiter keeps answering from per-process memory (a warning in the log, the
+``moeconnect_ratelimit_fallback`` metric) and goes back to Redis as soon as it answers a ping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, cast
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import RedisStorage, Storage
+from limits.aio.storage.redis.redispy import RedispyBridge
+from limits.errors import StorageError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from .config import ConfigError
+from .errors import STALE_SUCCESS, SUCCESS
+
+__all__ = [
+    "DEFAULTS",
+    "ENV",
+    "Admission",
+    "LimitConfig",
+    "LocalWindows",
+    "RateLimiter",
+    "parse_limit",
+]
+
+log = logging.getLogger("moeconnect.ratelimit")
+
+FAILED_PER_IP: Final = "failed_per_ip"
+FAILED_PER_WORKSPACE: Final = "failed_per_workspace"
+PER_WORKSPACE: Final = "per_workspace"
+
+DEFAULTS: Final = {
+    FAILED_PER_IP: "30/minute",
+    FAILED_PER_WORKSPACE: "100/minute",
+    PER_WORKSPACE: "600/minute",
+}
+ENV: Final = {
+    FAILED_PER_IP: "MOECONNECT_LIMIT_FAILED_PER_IP",
+    FAILED_PER_WORKSPACE: "MOECONNECT_LIMIT_FAILED_PER_WORKSPACE",
+    PER_WORKSPACE: "MOECONNECT_LIMIT_PER_WORKSPACE",
+}
+_DESCRIBED: Final = {
+    FAILED_PER_IP: "failed attempts from this IP address",
+    FAILED_PER_WORKSPACE: "failed attempts for this workspace",
+    PER_WORKSPACE: "attempts for this workspace",
+}
+_OFF: Final = frozenset({"off", "none", "disabled", "0"})
+# Outcomes that are not the caller's doing are not counted: a 429 (already refused), a store
+# outage and an internal error.
+_NOT_COUNTED: Final = frozenset({"RATE_LIMITED", "STORE_UNAVAILABLE", "INTERNAL"})
+_SUCCESSES: Final = frozenset({SUCCESS, STALE_SUCCESS})
+_MAX_ID: Final = 128  # workspace IDs are at most 64 characters; longer usernames are truncated
+_REDIS_TIMEOUT: Final = 0.25  # seconds; a slow Redis must not stall the endpoint
+_PROBE_INTERVAL: Final = 1.0  # seconds between pings while falling back to memory
+_REDIS_ERRORS: Final = (RedisError, StorageError, OSError, TimeoutError)
+
+
+def parse_limit(raw: str, name: str = "limit") -> RateLimitItem | None:
+    """``"30/minute"`` → a limit item; ``"off"`` → ``None`` (disabled)."""
+    text = raw.strip()
+    if text.lower() in _OFF:
+        return None
+    try:
+        item = parse(text)
+    except ValueError:
+        raise ConfigError(
+            f"{name}: {raw!r} is not a rate limit; use e.g. 30/minute, 100/hour or off"
+        ) from None
+    if item.amount < 1:
+        raise ConfigError(f"{name}: {raw!r} must allow at least one attempt, or be off")
+    # A namespace per limit keeps their counters apart even when two have the same rate.
+    return type(item)(item.amount, item.multiples, namespace=f"moeconnect:{name}")
+
+
+@dataclass(frozen=True)
+class LimitConfig:
+    """The three limits; ``None`` disables one."""
+
+    failed_per_ip: RateLimitItem | None
+    failed_per_workspace: RateLimitItem | None
+    per_workspace: RateLimitItem | None
+
+    @classmethod
+    def from_strings(cls, values: Mapping[str, str]) -> LimitConfig:
+        def item(name: str) -> RateLimitItem | None:
+            return parse_limit(values.get(name) or DEFAULTS[name], name)
+
+        return cls(item(FAILED_PER_IP), item(FAILED_PER_WORKSPACE), item(PER_WORKSPACE))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LimitConfig:
+        env = os.environ if env is None else env
+        values: dict[str, str] = {}
+        for name, variable in ENV.items():
+            if raw := env.get(variable):
+                parse_limit(raw, variable)  # the error names the variable
+                values[name] = raw
+        return cls.from_strings(values)
+
+    def describe(self) -> dict[str, str]:
+        """Human-readable settings, for the startup log."""
+        return {
+            name: (str(item) if item is not None else "off")
+            for name, item in (
+                (FAILED_PER_IP, self.failed_per_ip),
+                (FAILED_PER_WORKSPACE, self.failed_per_workspace),
+                (PER_WORKSPACE, self.per_workspace),
+            )
+        }
+
+
+class LocalWindows(Storage):
+    """Fixed-window counters in this process's memory, for the ``limits`` strategies.
+
+    ``limits``' own async memory storage rescans every key on each increment and keeps an
+    ``asyncio.Lock`` per key; with a counter per workspace that is O(keys) work per request. Here
+    expiry is lazy (checked on read) plus an occasional sweep, so a request costs O(1). Counters are
+    plain integers touched by one event loop, so no lock is needed, and the hot path uses the
+    synchronous :meth:`window` and :meth:`add` directly.
+    """
+
+    STORAGE_SCHEME = None
+    SWEEP_EVERY: Final = 10.0  # seconds
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._counts: dict[str, tuple[int, float]] = {}  # key -> (count, window end)
+        self._next_sweep = time.time() + self.SWEEP_EVERY
+
+    @property
+    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
+        return ValueError
+
+    def window(self, key: str, now: float) -> tuple[int, float]:
+        """(count, window end); ``(0, now)`` when no window is open."""
+        entry = self._counts.get(key)
+        if entry is None or entry[1] <= now:
+            return 0, now
+        return entry
+
+    def add(self, key: str, expiry: float, now: float, amount: int = 1) -> int:
+        """Count ``amount`` attempts; a new window opens when none is."""
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.SWEEP_EVERY
+            self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+        entry = self._counts.get(key)
+        if entry is None or entry[1] <= now:
+            entry = (amount, now + expiry)
+        else:
+            entry = (entry[0] + amount, entry[1])
+        self._counts[key] = entry
+        return entry[0]
+
+    async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        return self.add(key, expiry, time.time(), amount)
+
+    async def get(self, key: str) -> int:
+        return self.window(key, time.time())[0]
+
+    async def get_expiry(self, key: str) -> float:
+        return self.window(key, time.time())[1]
+
+    async def check(self) -> bool:
+        return True
+
+    async def reset(self) -> int | None:
+        count = len(self._counts)
+        self._counts.clear()
+        return count
+
+    async def clear(self, key: str) -> None:
+        self._counts.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
+class _Window:
+    """One limit as it applies to one request: its counter's key and state."""
+
+    __slots__ = ("item", "key", "name", "remaining", "reset")
+
+    def __init__(
+        self, name: str, item: RateLimitItem, key: str, count: int, end: float, now: float
+    ) -> None:
+        self.name = name
+        self.item = item
+        self.key = key
+        self.remaining = max(0, item.amount - count)
+        # An untouched counter: a window would open with this attempt.
+        self.reset = end if count else now + item.get_expiry()
+
+
+class Admission:
+    """Row 5's verdict for one request, carried to :meth:`RateLimiter.settle`."""
+
+    __slots__ = ("blocked", "checked", "retry_after", "windows", "workspace")
+
+    def __init__(
+        self, windows: list[_Window], checked: bool, now: float, workspace: str | None = None
+    ) -> None:
+        self.windows = windows
+        self.workspace = workspace
+        self.checked = checked  # the request reached row 5 (it carried Basic credentials)
+        self.blocked: _Window | None = None
+        self.retry_after = 0
+        if checked:
+            for window in windows:
+                if window.remaining <= 0 and (
+                    self.blocked is None or window.reset > self.blocked.reset
+                ):
+                    # Wait until every exhausted window is over; name the one lasting longest.
+                    self.blocked = window
+            if self.blocked is not None:
+                self.retry_after = max(1, math.ceil(self.blocked.reset - now))
+
+    def blocked_workspace(self) -> str | None:
+        """The workspace, when a workspace limit (not the IP's) refused the attempt."""
+        if self.blocked is None or self.blocked.name == FAILED_PER_IP:
+            return None
+        return self.workspace
+
+    def describe(self) -> str:
+        """The exhausted limit, for the RATE_LIMITED message."""
+        window = self.blocked
+        if window is None:
+            return ""
+        item = window.item
+        unit = item.GRANULARITY.name
+        per = unit if item.multiples == 1 else f"{item.multiples} {unit}s"
+        return f"{item.amount} {_DESCRIBED[window.name]} per {per}"
+
+
+class RateLimiter:
+    """The three limits over local memory or Redis, with fallback to memory when Redis fails.
+
+    With Redis, reading the counters is one pipelined round trip (``GET`` + ``TTL`` per limit)
+    and counting is another (``limits``' own increment-and-expire script per limit).
+    """
+
+    def __init__(self, config: LimitConfig, redis_url: str | None = None) -> None:
+        self.config = config
+        self.redis_url = redis_url
+        self.local = LocalWindows()
+        self.remote: RedisStorage | None = None
+        if redis_url:
+            self.remote = RedisStorage(
+                "async+" + redis_url,
+                implementation="redispy",
+                wrap_exceptions=True,
+                key_prefix="moeconnect:limits",
+                socket_timeout=_REDIS_TIMEOUT,
+                socket_connect_timeout=_REDIS_TIMEOUT,
+                retry_on_timeout=False,
+            )
+        self.using_fallback = False
+        self.fallbacks = 0  # times Redis failed and memory took over
+        self.rejections: dict[str, int] = dict.fromkeys(ENV, 0)
+        self._probe: asyncio.Task[None] | None = None
+        # Counter keys as limits' ``item.key_for(identifier)`` builds them, precomputed around
+        # the identifier because that function is the costliest step of a request.
+        parts = {
+            name: (item, *_key_parts(item))
+            for name, item in (
+                (FAILED_PER_IP, config.failed_per_ip),
+                (FAILED_PER_WORKSPACE, config.failed_per_workspace),
+                (PER_WORKSPACE, config.per_workspace),
+            )
+            if item is not None
+        }
+        self._by_ip = [(n, *p) for n, p in parts.items() if n == FAILED_PER_IP]
+        self._by_workspace = [(n, *p) for n, p in parts.items() if n != FAILED_PER_IP]
+        self.enabled = any(
+            item is not None
+            for item in (config.failed_per_ip, config.failed_per_workspace, config.per_workspace)
+        )
+
+    @property
+    def backend(self) -> str:
+        if self.remote is None:
+            return "memory"
+        return "memory (Redis unreachable)" if self.using_fallback else "redis"
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+            self._probe = None
+
+    # -- the hot path -----------------------------------------------------------------------
+
+    def _applicable(
+        self, ip: str | None, workspace: str | None
+    ) -> list[tuple[str, RateLimitItem, str]]:
+        found: list[tuple[str, RateLimitItem, str]] = []
+        if ip:
+            for name, item, prefix, suffix in self._by_ip:
+                found.append((name, item, prefix + ip + suffix))
+        if workspace:
+            workspace = workspace[:_MAX_ID]
+            for name, item, prefix, suffix in self._by_workspace:
+                found.append((name, item, prefix + workspace + suffix))
+        return found
+
+    async def admit(self, ip: str | None, workspace: str | None, *, checked: bool) -> Admission:
+        """The state of every limit that applies; ``blocked`` names an exhausted one.
+
+        ``checked`` is False for requests answered before row 5 (rows 1–4): they only get
+        headers, they are never refused or counted.
+        """
+        applicable = self._applicable(ip, workspace)
+        now = time.time()
+        if not applicable:
+            return Admission([], checked, now)
+        states: list[tuple[int, float]] | None = None
+        if self.remote is not None and not self.using_fallback:
+            try:
+                states = await self._read_remote([key for _, _, key in applicable], now)
+            except _REDIS_ERRORS as err:
+                self._fall_back(err)
+        if states is None:
+            local = self.local
+            states = [local.window(key, now) for _, _, key in applicable]
+        windows = [
+            _Window(name, item, key, count, end, now)
+            for (name, item, key), (count, end) in zip(applicable, states, strict=True)
+        ]
+        admission = Admission(windows, checked, now, workspace)
+        if admission.blocked is not None:
+            self.rejections[admission.blocked.name] += 1
+        return admission
+
+    async def settle(self, admission: Admission, code: str) -> list[tuple[bytes, bytes]]:
+        """Count the attempt whose outcome is ``code``; the ``X-RateLimit-*`` headers."""
+        windows = admission.windows
+        if not windows:
+            return []
+        if admission.checked and code not in _NOT_COUNTED:
+            failed = code not in _SUCCESSES
+            counted = [w for w in windows if failed or w.name == PER_WORKSPACE]
+            if counted:
+                await self._count(counted)
+        return _headers(windows)
+
+    async def _count(self, windows: list[_Window]) -> None:
+        now = time.time()
+        counts: list[int] | None = None
+        if self.remote is not None and not self.using_fallback:
+            try:
+                counts = await self._incr_remote(windows)
+            except _REDIS_ERRORS as err:
+                self._fall_back(err)
+        if counts is None:
+            local = self.local
+            counts = [local.add(w.key, w.item.get_expiry(), now) for w in windows]
+        for window, count in zip(windows, counts, strict=True):
+            window.remaining = max(0, window.item.amount - count)
+            if count == 1 or window.reset <= now:  # this attempt opened a new window
+                window.reset = now + window.item.get_expiry()
+
+    # -- Redis and the fallback ---------------------------------------------------------------
+
+    def _bridge(self) -> RedispyBridge:
+        assert self.remote is not None
+        return cast(RedispyBridge, self.remote.bridge)
+
+    async def _read_remote(self, keys: list[str], now: float) -> list[tuple[int, float]]:
+        bridge = self._bridge()
+        pipe = cast(Redis, bridge.get_connection()).pipeline(transaction=False)
+        for key in keys:
+            full = bridge.prefixed_key(key)
+            pipe.get(full)
+            pipe.ttl(full)
+        replies = await pipe.execute()
+        states: list[tuple[int, float]] = []
+        for i in range(0, len(replies), 2):
+            count = int(replies[i] or 0)
+            ttl = replies[i + 1]
+            states.append((count, now + ttl) if count and ttl > 0 else (0, now))
+        return states
+
+    async def _incr_remote(self, windows: list[_Window]) -> list[int]:
+        # INCRBY, then EXPIRE only if the key has none: what limits' incr_expire script does,
+        # pipelined for all limits at once.
+        bridge = self._bridge()
+        pipe = cast(Redis, bridge.get_connection()).pipeline(transaction=False)
+        for window in windows:
+            full = bridge.prefixed_key(window.key)
+            pipe.incrby(full, 1)
+            pipe.expire(full, window.item.get_expiry(), nx=True)
+        replies = await pipe.execute()
+        return [int(count) for count in replies[::2]]
+
+    def _fall_back(self, err: BaseException) -> None:
+        if not self.using_fallback:
+            self.using_fallback = True
+            self.fallbacks += 1
+            log.warning(
+                "Redis is unreachable (%s); rate limits are counted per process until it "
+                "answers again",
+                err,
+            )
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(
+                self._probe_until_back(), name="moeconnect-ratelimit-probe"
+            )
+
+    async def _probe_until_back(self) -> None:
+        remote = self.remote
+        assert remote is not None
+        while self.using_fallback:
+            await asyncio.sleep(_PROBE_INTERVAL)
+            try:
+                healthy = await remote.check()
+            except Exception:
+                healthy = False
+            if healthy:
+                self.using_fallback = False
+                log.warning("Redis answers again; rate limits are shared across instances again")
+
+
+def _key_parts(item: RateLimitItem) -> tuple[str, str]:
+    """``(prefix, suffix)`` with ``prefix + ident + suffix == item.key_for(ident)``."""
+    marker = "\x00"
+    key = item.key_for(marker)
+    prefix, _, suffix = key.partition(marker)
+    return prefix, suffix
+
+
+def _headers(windows: list[_Window]) -> list[tuple[bytes, bytes]]:
+    """``X-RateLimit-*`` for the tightest window: fewest remaining, then the latest reset."""
+    tightest = min(windows, key=lambda w: (w.remaining, -w.reset))
+    reset = max(0, math.ceil(tightest.reset - time.time()))
+    return [
+        (b"x-ratelimit-limit", str(tightest.item.amount).encode()),
+        (b"x-ratelimit-remaining", str(tightest.remaining).encode()),
+        (b"x-ratelimit-reset", str(reset).encode()),
+    ]
