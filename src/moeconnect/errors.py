@@ -178,6 +178,20 @@ CATALOGUE: Final[dict[str, ErrorSpec]] = {
             "Internal Server Error",
             "An unexpected error occurred; retry, and quote the request_id if it persists.",
         ),
+        # Answered by the HTTP layer (moeconnect.http.protocol) before any route runs.
+        ErrorSpec(
+            "HEADERS_TOO_LARGE",
+            431,
+            "Request Header Fields Too Large",
+            "The request headers are larger than {limit} bytes; send only the headers the API "
+            "needs.",
+        ),
+        ErrorSpec(
+            "MALFORMED_REQUEST",
+            400,
+            _BAD,
+            "The request is not valid HTTP/1.1; send a well-formed request.",
+        ),
         ErrorSpec(
             "NOT_FOUND",
             404,

@@ -15,7 +15,9 @@ from .accounts import Accounts
 from .cache import ChangeWatcher, CredentialCache
 from .config import Settings, load_secret
 from .invalidation import RedisInvalidation, redis_client
+from .metrics import Metrics
 from .proxies import ClientAddress
+from .ratelimit import LimitConfig, RateLimiter
 from .record import ConnectionRecorder, parse_retention
 from .records import Attempt
 from .store import Store, open_store
@@ -50,6 +52,10 @@ class Runtime:
             self.store, retention=parse_retention(settings.record_retention)
         )
         self.record_attempt: Callable[[Attempt], None] | None = self.recorder.record
+        # Abuse limits (SPEC 5): in Redis when configured (own short-timeout pool, so a slow
+        # Redis falls back to memory quickly), else in this process's memory.
+        self.limiter = RateLimiter(LimitConfig.from_env(), settings.redis_url)
+        self.metrics = Metrics(self.cache, self.limiter, lambda: self.recorder.queue_depth)
 
     async def start(self) -> None:
         await self.store.migrate()
@@ -59,7 +65,12 @@ class Runtime:
             await self.invalidation.start()
         log.info(
             "moeconnect ready",
-            extra={"db": self.store.url, "dcs": list(self.settings.dcs)},
+            extra={
+                "db": self.store.url,
+                "dcs": list(self.settings.dcs),
+                "limits": self.limiter.config.describe(),
+                "limits_backend": self.limiter.backend,
+            },
         )
 
     async def stop(self) -> None:
@@ -67,6 +78,7 @@ class Runtime:
             await self.invalidation.stop()
         if self.redis is not None:
             await self.redis.aclose()
+        await self.limiter.close()
         await self.watcher.stop()
         await self.recorder.stop()  # the final flush, before the store closes
         await self.store.close()

@@ -8,6 +8,9 @@ import click
 
 from ..config import ConfigError
 from ..dcs import DEFAULT_DCS, parse_dc_list
+from ..ratelimit import DEFAULTS as LIMIT_DEFAULTS
+from ..ratelimit import ENV as LIMIT_ENV
+from ..ratelimit import LimitConfig
 from ..record import parse_retention
 from ..store import open_store
 from ._common import db_option, fail, run
@@ -63,6 +66,29 @@ __all__ = ["serve"]
     show_default=True,
     help="How long the connection record keeps attempts (e.g. 7d, 90d); older ones are pruned.",
 )
+@click.option(
+    "--limit-failed-per-ip",
+    envvar=LIMIT_ENV["failed_per_ip"],
+    default=LIMIT_DEFAULTS["failed_per_ip"],
+    show_default=True,
+    help="Failed attempts allowed per client IP (e.g. 30/minute, or off); "
+    "env MOECONNECT_LIMIT_FAILED_PER_IP.",
+)
+@click.option(
+    "--limit-failed-per-workspace",
+    envvar=LIMIT_ENV["failed_per_workspace"],
+    default=LIMIT_DEFAULTS["failed_per_workspace"],
+    show_default=True,
+    help="Failed attempts allowed per workspace, all IPs together; "
+    "env MOECONNECT_LIMIT_FAILED_PER_WORKSPACE.",
+)
+@click.option(
+    "--limit-per-workspace",
+    envvar=LIMIT_ENV["per_workspace"],
+    default=LIMIT_DEFAULTS["per_workspace"],
+    show_default=True,
+    help="All attempts allowed per workspace; env MOECONNECT_LIMIT_PER_WORKSPACE.",
+)
 @db_option
 def serve(
     host: str,
@@ -76,6 +102,9 @@ def serve(
     redis_url: str | None,
     cache_ttl: float,
     record_retention: str,
+    limit_failed_per_ip: str,
+    limit_failed_per_workspace: str,
+    limit_per_workspace: str,
     db_url: str,
 ) -> None:
     """Run the Test Connection API, the admin API and the dashboard."""
@@ -111,10 +140,22 @@ def serve(
         fail(f"--record-retention: {err}", 2)
     os.environ["MOECONNECT_RECORD_RETENTION"] = record_retention
     os.environ["MOECONNECT_CACHE_TTL"] = repr(cache_ttl)
+    limits = {
+        "failed_per_ip": limit_failed_per_ip,
+        "failed_per_workspace": limit_failed_per_workspace,
+        "per_workspace": limit_per_workspace,
+    }
+    try:
+        LimitConfig.from_strings(limits)
+    except ConfigError as err:
+        fail(f"--limit-{str(err).replace('_', '-')}", 2)
+    for name, value in limits.items():
+        os.environ[LIMIT_ENV[name]] = value
     if redis_url:
         os.environ["MOECONNECT_REDIS"] = redis_url
     if trusted_proxies:
         os.environ["MOECONNECT_TRUSTED_PROXIES"] = ",".join(trusted_proxies)
+    from ..http.protocol import BoundedHttpToolsProtocol
     from ..logs import configure_logging
 
     configure_logging(log_level)
@@ -125,7 +166,8 @@ def serve(
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        # httptools, with request heads bounded and protocol errors in the JSON envelope.
+        http=BoundedHttpToolsProtocol,
         lifespan="on",
         access_log=False,
         log_config=None,

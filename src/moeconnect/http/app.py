@@ -22,6 +22,7 @@ from starlette.routing import Route
 from ..config import Settings
 from ..dashboard import dashboard_routes
 from ..logs import configure_logging
+from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..runtime import Runtime
 from ..store import StoreError
 from .endpoint import PATH, TestConnectionEndpoint
@@ -68,6 +69,15 @@ def openapi_document() -> dict[str, Any]:
     return document
 
 
+async def metrics(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    return Response(
+        runtime.metrics.render(),
+        media_type=METRICS_CONTENT_TYPE,
+        headers={"cache-control": "no-store"},
+    )
+
+
 async def openapi(request: Request) -> Response:
     return JSONResponse(request.app.state.openapi)
 
@@ -100,6 +110,8 @@ class MoeconnectApp:
             domain=settings.domain,
             client_address=runtime.client_address,
             record=runtime.record_attempt,
+            limiter=runtime.limiter,
+            metrics=runtime.metrics,
         )
 
         @contextlib.asynccontextmanager
@@ -114,6 +126,7 @@ class MoeconnectApp:
             routes=[
                 Route("/healthz", healthz),
                 Route("/readyz", readyz),
+                Route("/metrics", metrics),
                 Route("/openapi.json", openapi),
                 *dashboard_routes(runtime),
             ],

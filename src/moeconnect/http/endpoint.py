@@ -19,7 +19,9 @@ from ..checks import BasicCredentials, ConnectionRequest, Failure, Success
 from ..dcs import dc_from_host
 from ..digests import key_digest
 from ..errors import STALE_SUCCESS, SUCCESS
+from ..metrics import Metrics
 from ..proxies import ClientAddress
+from ..ratelimit import Admission, RateLimiter
 from ..records import Attempt, WorkspaceCredentials
 from ..store import Store, StoreError
 from .responses import (
@@ -83,6 +85,8 @@ class TestConnectionEndpoint:
         domain: str = "moengage.com",
         client_address: ClientAddress | None = None,
         record: Callable[[Attempt], None] | None = None,
+        limiter: RateLimiter | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.secret = secret
@@ -92,6 +96,8 @@ class TestConnectionEndpoint:
         self.domain = domain
         self.client_address = client_address or ClientAddress()
         self.record = record
+        self.limiter = limiter if limiter is not None and limiter.enabled else None
+        self.metrics = metrics
 
     def served_dc(self, host: bytes | None) -> str:
         if len(self.dcs) == 1 or host is None:
@@ -100,12 +106,16 @@ class TestConnectionEndpoint:
         return dc if dc in self.dcs else self.dcs[0]
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         authorization = content_type = appkey = host = req_id = agent = forwarded = None
         content_length = -1
+        repeated_auth = False
         for name, value in scope["headers"]:
             if name == b"authorization":
                 if authorization is None:
                     authorization = value
+                else:
+                    repeated_auth = True
             elif name == b"content-type":
                 content_type = value
             elif name == b"moe-appkey":
@@ -126,15 +136,31 @@ class TestConnectionEndpoint:
         request_id = request_id_from(req_id)
         dc = self.served_dc(host)
         source: str | None = None
+        client = scope.get("client")
+        client_ip = self.client_address.resolve(
+            client[0] if client else None, forwarded.decode("latin-1") if forwarded else None
+        )
+        limit_headers: list[tuple[bytes, bytes]] = []
         try:
             method = scope["method"]
             body = b""
             too_large = content_length > checks.MAX_BODY
             if method == "POST" and not too_large:
                 body, too_large = await _read_body(receive)
-            outcome, source = await self._decide(
-                method, too_large, content_type, authorization, appkey, body, dc, request_id
+            outcome, source, admission = await self._decide(
+                method,
+                too_large,
+                content_type,
+                authorization,
+                appkey,
+                body,
+                dc,
+                request_id,
+                client_ip,
+                repeated_auth,
             )
+            if admission is not None and self.limiter is not None:
+                limit_headers = await self.limiter.settle(admission, outcome.code)
         except Exception:
             log.exception("unexpected error", extra={"request_id": request_id})
             outcome = _Outcome(500, error_body("INTERNAL", request_id), "INTERNAL")
@@ -144,11 +170,12 @@ class TestConnectionEndpoint:
             (b"x-request-id", request_id.encode()),
         ]
         headers.extend(outcome.extra)
+        headers.extend(limit_headers)
         await send({"type": "http.response.start", "status": outcome.status, "headers": headers})
         await send({"type": "http.response.body", "body": outcome.body})
+        if self.metrics is not None:
+            self.metrics.observe(outcome.code, time.perf_counter() - started)
         if self.record is not None:
-            client = scope.get("client")
-            peer = client[0] if client else None
             self.record(
                 Attempt(
                     at=datetime.now(UTC),
@@ -158,9 +185,7 @@ class TestConnectionEndpoint:
                     source=source,
                     outcome=outcome.code,
                     key_id=outcome.key_id,
-                    client_ip=self.client_address.resolve(
-                        peer, forwarded.decode("latin-1") if forwarded else None
-                    ),
+                    client_ip=client_ip,
                     user_agent=agent.decode("latin-1")[:256] if agent else None,
                 )
             )
@@ -175,16 +200,56 @@ class TestConnectionEndpoint:
         body: bytes,
         dc: str,
         request_id: str,
-    ) -> tuple[_Outcome, str | None]:
+        client_ip: str | None = None,
+        repeated_auth: bool = False,
+    ) -> tuple[_Outcome, str | None, Admission | None]:
         creds = checks.check_transport(
             method,
             too_large,
             content_type.decode("latin-1") if content_type is not None else None,
             authorization.decode("latin-1") if authorization is not None else None,
         )
+        if repeated_auth and (not isinstance(creds, Failure) or creds.code == "AUTH_MALFORMED"):
+            # Two Authorization headers are ambiguous: an intermediary may have read the other.
+            creds = Failure("AUTH_MALFORMED", {"reason": "more than one Authorization header"})
+        limiter = self.limiter
         if isinstance(creds, Failure):
-            return self._failure(creds, request_id), None
-        # Row 5 (rate limits) runs here.
+            # Answered before row 5: the limits only lend their headers.
+            admission = None
+            if limiter is not None:
+                admission = await limiter.admit(client_ip, None, checked=False)
+            return self._failure(creds, request_id), None, admission
+        # Row 5: refuse at once when a limit for this IP or workspace is exhausted.
+        admission = None
+        if limiter is not None:
+            admission = await limiter.admit(client_ip, creds.username, checked=True)
+            if admission.blocked is not None:
+                return self._rate_limited(admission, request_id), None, admission
+        outcome, source = await self._check(creds, appkey, body, dc, request_id)
+        return outcome, source, admission
+
+    def _rate_limited(self, admission: Admission, request_id: str) -> _Outcome:
+        retry_after = admission.retry_after
+        return _Outcome(
+            429,
+            error_body(
+                "RATE_LIMITED", request_id, limit=admission.describe(), retry_after=retry_after
+            ),
+            "RATE_LIMITED",
+            # A workspace's own limit is news for its owner; an IP's is not about the workspace.
+            admission.blocked_workspace(),
+            extra=error_headers(429, retry_after),
+        )
+
+    async def _check(
+        self,
+        creds: BasicCredentials,
+        appkey: bytes | None,
+        body: bytes,
+        dc: str,
+        request_id: str,
+    ) -> tuple[_Outcome, str | None]:
+        """Rows 6–18."""
         request = self._payload(creds, appkey, body, dc)
         if isinstance(request, Failure):
             return self._failure(request, request_id), None
