@@ -18,6 +18,7 @@ from .keys import (
     generate_key,
     generate_token,
     key_hint,
+    new_id,
     new_workspace_id,
     validate_imported_key,
 )
@@ -171,3 +172,22 @@ class Accounts:
         if record is None or record.revoked_at is not None:
             return None
         return record
+
+    # -- bulk seeding ---------------------------------------------------------------------
+
+    async def seed_batch(self, count: int, dc: str = "01", start: int = 0) -> list[tuple[str, str]]:
+        """Create ``count`` workspaces, each with a Data key; returns ``(workspace_id, key)``."""
+        dc = self.check_dc(dc)
+        now = datetime.now(UTC)
+        items = []
+        credentials = []
+        for number in range(start, start + count):
+            ws = Workspace(new_workspace_id(), f"Seed workspace {number}", dc, "active", now, now)
+            key = generate_key("data")
+            record = ApiKey(
+                new_id("key"), ws.id, "data", key_hint(key), "generated", "current", now, None, None
+            )
+            items.append((ws, record, self.digest(key)))
+            credentials.append((ws.id, key))
+        await self.store.seed_workspaces(items)
+        return credentials

@@ -76,15 +76,20 @@ class RedisInvalidation:
 
     # -- publishing -----------------------------------------------------------------------------
 
-    def on_change(self, workspace_ids: Sequence[str]) -> None:
-        """Store change listener: tell every other worker and instance, without waiting."""
+    def on_change(self, workspace_ids: Sequence[str]) -> asyncio.Task[None] | None:
+        """Store change listener: tell every other worker and instance.
+
+        While Redis answers, the write waits for the publish (at most ``publish_timeout``), so
+        an admin call that returned has told everyone. While it doesn't, the write doesn't wait.
+        """
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return
+            return None
         task = loop.create_task(self._publish("\n".join(dict.fromkeys(workspace_ids))))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+        return task if self._publish_ok else None
 
     async def _publish(self, payload: str) -> None:
         try:

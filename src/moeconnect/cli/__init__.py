@@ -8,6 +8,7 @@ from .. import __version__
 from .check import check
 from .db import db
 from .keys import key
+from .seed import seed
 from .serve import serve
 from .tokens import token
 from .workspace import workspace
@@ -21,7 +22,7 @@ def cli() -> None:
     """moeconnect: MoEngage's Test Connection API and the credential system behind it."""
 
 
-for command in (serve, workspace, key, token, db, check):
+for command in (serve, workspace, key, token, db, seed, check):
     cli.add_command(command)
 
 

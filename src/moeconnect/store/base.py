@@ -10,7 +10,7 @@ Exceptions::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -131,7 +131,9 @@ class Store(Protocol):
     async def migrate(self) -> None: ...
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
-    def add_change_listener(self, listener: Callable[[Sequence[str]], None]) -> None:
+    def add_change_listener(
+        self, listener: Callable[[Sequence[str]], Awaitable[None] | None]
+    ) -> None:
         """``listener(workspace_ids)`` runs after each commit that appended to the change feed."""
 
     # Workspaces
@@ -203,3 +205,4 @@ class Store(Protocol):
 
     # Maintenance
     async def check_integrity(self) -> list[str]: ...
+    async def seed_workspaces(self, items: Sequence[tuple[Workspace, ApiKey, bytes]]) -> None: ...

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -47,7 +47,6 @@ __all__ = ["SQLStore"]
 
 log = logging.getLogger("moeconnect.store")
 _CHANGED = "moeconnect.changed"  # conn.info key: workspaces this transaction changed
-
 
 _UNAVAILABLE = (
     sa_exc.OperationalError,
@@ -176,20 +175,25 @@ class SQLStore:
             self.db.ensure_sqlite_file()
             self._file_id: tuple[int, int] | None = self.db.sqlite_file_id()
         self._engine = _engine_for(self.db)
-        self._listeners: list[Callable[[Sequence[str]], None]] = []
+        self._listeners: list[Callable[[Sequence[str]], Awaitable[None] | None]] = []
 
-    def add_change_listener(self, listener: Callable[[Sequence[str]], None]) -> None:
+    def add_change_listener(
+        self, listener: Callable[[Sequence[str]], Awaitable[None] | None]
+    ) -> None:
         """Call ``listener(workspace_ids)`` after each commit that appended to the change feed.
 
         This is how a server tells its own cache and the other instances at once, instead of
-        waiting for their next poll. A listener must not raise or block.
+        waiting for their next poll. A listener must not raise; if it returns an awaitable, the
+        write returns once it is done, so a caller told "done" knows the others were told too.
         """
         self._listeners.append(listener)
 
-    def _notify(self, changed: Sequence[str]) -> None:
+    async def _notify(self, changed: Sequence[str]) -> None:
         for listener in self._listeners:
             try:
-                listener(changed)
+                pending = listener(changed)
+                if pending is not None:
+                    await pending
             except Exception:
                 log.exception("change listener failed")
 
@@ -219,7 +223,7 @@ class SQLStore:
                     conn.info[_CHANGED] = changed
                     yield conn
                 if changed:
-                    self._notify(changed)
+                    await self._notify(changed)
             else:
                 async with self._engine.connect() as conn:
                     yield conn
@@ -827,3 +831,57 @@ class SQLStore:
             if bad_state:
                 problems.append(f"{bad_state} keys have an unknown state")
         return problems
+
+    # -- bulk seeding (benchmarks, load tests) -----------------------------------------------
+
+    async def seed_workspaces(self, items: Sequence[tuple[Workspace, ApiKey, bytes]]) -> None:
+        """Insert workspaces, each with its current key, in one transaction.
+
+        For ``moeconnect seed``: no change-feed rows, since no server can have cached a
+        workspace that did not exist. Plain driver-level ``executemany`` because per-row
+        SQLAlchemy type processing would dominate at a million rows.
+        """
+        if not items:
+            return
+        async with self._conn(write=True) as conn:
+            dialect = conn.dialect
+            mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
+            marks = [f"${i}" for i in range(1, 9)] if mark is None else [mark] * 8
+            if dialect.name == "sqlite":
+                # Random IDs touch pages all over the B-trees; a bigger page cache for this
+                # connection keeps a million-row seed from thrashing the disk.
+                await conn.exec_driver_sql("PRAGMA cache_size=-262144")
+
+            def when(moment: datetime) -> Any:
+                naive = moment.astimezone(UTC).replace(tzinfo=None)
+                return naive.isoformat(sep=" ") if dialect.name == "sqlite" else naive
+
+            # Only placeholders are interpolated into these statements.
+            ws_cols = "id, name, dc, status, created_at, updated_at"
+            key_cols = "id, workspace_id, scope, digest, hint, origin, state, created_at"
+            ws_vals, key_vals = ", ".join(marks[:6]), ", ".join(marks[:8])
+            insert_workspaces = f"INSERT INTO workspaces ({ws_cols}) VALUES ({ws_vals})"  # noqa: S608
+            insert_keys = f"INSERT INTO api_keys ({key_cols}) VALUES ({key_vals})"  # noqa: S608
+            await conn.exec_driver_sql(
+                insert_workspaces,
+                [
+                    (ws.id, ws.name, ws.dc, ws.status, when(ws.created_at), when(ws.updated_at))
+                    for ws, _, _ in items
+                ],
+            )
+            await conn.exec_driver_sql(
+                insert_keys,
+                [
+                    (
+                        key.id,
+                        key.workspace_id,
+                        key.scope,
+                        digest,
+                        key.hint,
+                        key.origin,
+                        "current",
+                        when(key.created_at),
+                    )
+                    for _, key, digest in items
+                ],
+            )

@@ -1,0 +1,58 @@
+"""``moeconnect seed``: bulk-create workspaces with Data keys, for benchmarks and load tests."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ..accounts import Accounts
+from ._common import db_option, emit_json, fail, json_option, with_accounts
+
+__all__ = ["seed"]
+
+BATCH = 10_000
+
+
+@click.command()
+@click.option("--workspaces", "count", required=True, type=click.IntRange(1, 10_000_000))
+@click.option("--dc", default="01", show_default=True, help="Data center of the new workspaces.")
+@click.option(
+    "--credentials-out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write workspace_id,key lines here (mode 0600).",
+)
+@db_option
+@json_option
+def seed(count: int, dc: str, credentials_out: Path, db_url: str, as_json: bool) -> None:
+    """Create COUNT workspaces with Data keys and write their credentials to a file."""
+    try:
+        fd = os.open(credentials_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as err:
+        fail(f"can't write {credentials_out}: {err.strerror}", 2)
+    os.fchmod(fd, 0o600)
+    show_progress = sys.stdout.isatty() and not as_json
+
+    async def action(accounts: Accounts) -> int:
+        written = 0
+        bar = click.progressbar(length=count, label="Seeding workspaces") if show_progress else None
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            while written < count:
+                size = min(BATCH, count - written)
+                pairs = await accounts.seed_batch(size, dc, start=written)
+                out.write("".join(f"{wid},{key}\n" for wid, key in pairs))
+                written += size
+                if bar is not None:
+                    bar.update(size)
+        if bar is not None:
+            bar.render_finish()
+        return written
+
+    created = with_accounts(db_url, action)
+    if as_json:
+        emit_json({"workspaces": created, "dc": dc, "credentials_out": str(credentials_out)})
+    elif show_progress:  # quiet when not on a terminal
+        click.echo(f"Created {created} workspaces; credentials in {credentials_out}.")
