@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from ..config import Settings
 from ..dashboard import dashboard_routes
@@ -25,6 +25,8 @@ from ..logs import configure_logging
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..runtime import Runtime
 from ..store import StoreError
+from .admin import PREFIX as ADMIN_PREFIX
+from .admin import AdminAPI
 from .endpoint import PATH, TestConnectionEndpoint
 from .responses import error_body, new_request_id
 
@@ -128,6 +130,7 @@ class MoeconnectApp:
                 Route("/readyz", readyz),
                 Route("/metrics", metrics),
                 Route("/openapi.json", openapi),
+                Mount(ADMIN_PREFIX, app=AdminAPI(runtime.accounts)),
                 *dashboard_routes(runtime),
             ],
             exception_handlers={HTTPException: _not_found, Exception: _internal},
