@@ -19,6 +19,7 @@ from moeconnect.cli import cli
 from moeconnect.testing import TEST_SETTINGS, MoeconnectServer, WorkspaceKey, free_port
 
 from ..client.stub import PROXY_PAGE, json_answer, stub_server
+from ..client.test_redaction import forms_of
 
 STEP = re.compile(r"^([✓✗]) (\w+)\s", re.MULTILINE)
 
@@ -254,6 +255,8 @@ def test_the_key_from_stdin_as_a_real_subprocess(
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "✓ answer" in run.stdout
+    for form in forms_of(ws.workspace_id, ws.key):
+        assert form not in run.stdout + run.stderr
 
 
 @pytest.mark.parametrize("answer", ["", "   "])
