@@ -265,3 +265,19 @@ def test_an_empty_key_is_refused(answer: str) -> None:
         cli, ["check", "--workspace-id", "WS1"], env={"MOE_DATA_API_KEY": None}, input=answer + "\n"
     )
     assert result.exit_code == 2
+
+
+def test_exit_4_through_a_corporate_proxy_that_answers_html(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With HTTP_PROXY set, the walk goes to the proxy (as httpx's request does), not the host."""
+    with stub_server([PROXY_PAGE]) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.base_url)
+        code, doc = check_json("an-imported-key", "--base-url", "http://api-01.moeconnect.invalid")
+        headers, _ = proxy.requests[0]
+    assert code == 4, doc
+    url, dns = doc["steps"][1], doc["steps"][2]
+    assert url["detail"].endswith(f"via proxy 127.0.0.1:{proxy.base_url.rsplit(':', 1)[1]}")
+    assert dns["ok"] and dns["detail"].startswith("127.0.0.1")
+    assert headers["Host"] == "api-01.moeconnect.invalid"
+    assert "proxy" in doc["fix"]

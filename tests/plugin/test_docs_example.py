@@ -33,7 +33,9 @@ def partner_env() -> dict[str, str]:
     return {
         k: v
         for k, v in os.environ.items()
-        if k not in drop and not k.startswith(("MOECONNECT_", "MOE_", "PYTEST_"))
+        if k not in drop
+        and not k.startswith(("MOECONNECT_", "MOE_", "PYTEST_"))
+        and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")  # 127.0.0.1 must be direct
     }
 
 

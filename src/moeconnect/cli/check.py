@@ -285,6 +285,17 @@ def _tls(sock: socket.socket, host: str, port: int, timeout: float, diag: Diagno
     return True
 
 
+def _proxy_for(url: str) -> str | None:
+    """The proxy httpx would use for ``url`` (``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``)."""
+    import urllib.request
+
+    host = urlsplit(url).hostname or ""
+    if urllib.request.proxy_bypass(host):
+        return None
+    proxy = urllib.request.getproxies().get(urlsplit(url).scheme)
+    return proxy if proxy and urlsplit(proxy).hostname else None
+
+
 def diagnose(
     workspace_id: str,
     key: str,
@@ -326,12 +337,19 @@ def diagnose(
     host = parts.hostname
     diag.steps.append(Step("url", True, f"{diag.endpoint} (DC {region})"))
 
-    # DNS, TCP, TLS
+    # DNS, TCP, TLS — to the proxy instead when one applies (HTTPS_PROXY etc., as httpx does).
+    if (proxy := _proxy_for(base)) is not None:
+        proxy_parts = urlsplit(proxy)
+        diag.steps[-1].detail += f", via proxy {proxy_parts.hostname}:{proxy_parts.port or 80}"
+        host, port = proxy_parts.hostname or host, proxy_parts.port or 80
     if (infos := _dns(host, port, diag)) is None:
         return diag
     if (sock := _tcp(host, port, infos, timeout, diag)) is None:
         return diag
-    if parts.scheme == "https":
+    if proxy is not None:
+        sock.close()
+        diag.steps.append(Step("tls", True, "through the proxy: checked by the HTTP step"))
+    elif parts.scheme == "https":
         if not _tls(sock, host, port, timeout, diag):
             return diag
     else:
