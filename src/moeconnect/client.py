@@ -315,7 +315,7 @@ class _Base:
         max_attempts: int = 3,
         max_wait: float = 30.0,
         backoff: float = 0.5,
-        verify: bool | str | ssl.SSLContext = True,
+        verify: bool | ssl.SSLContext = True,
         user_agent: str | None = None,
     ) -> None:
         if max_attempts < 1:

@@ -118,7 +118,9 @@ class MoeconnectServer:
         env: Mapping[str, str] | None = None,
         args: Sequence[str] = (),
         workdir: str | os.PathLike[str] | None = None,
+        tls: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
     ) -> None:
+        """``tls=(certfile, keyfile)`` serves HTTPS (``base_url`` is then ``https://``)."""
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="moeconnect-"))
         self.db_url = db_url or f"sqlite:///{self.workdir / 'moeconnect.db'}"
@@ -128,13 +130,15 @@ class MoeconnectServer:
         self.workers = workers
         self.extra_env = dict(env or {})
         self.args = list(args)
+        self.tls = (str(tls[0]), str(tls[1])) if tls else None
         self.log_path = self.workdir / f"server-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def endpoint(self) -> str:
@@ -166,6 +170,7 @@ class MoeconnectServer:
             str(self.workers),
             "--db",
             self.db_url,
+            *(("--ssl-certfile", self.tls[0], "--ssl-keyfile", self.tls[1]) if self.tls else ()),
             *self.args,
         ]
 
@@ -183,9 +188,12 @@ class MoeconnectServer:
         return self
 
     def wait_ready(self, timeout: float = 20.0) -> None:
+        import ssl
         import urllib.error
         import urllib.request
 
+        # Readiness only: whether the certificate is trusted is for the tests to find out.
+        context = ssl._create_unverified_context() if self.tls else None  # noqa: S323
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
@@ -193,7 +201,9 @@ class MoeconnectServer:
                     f"moeconnect server exited with {self.process.returncode}:\n{self.logs()}"
                 )
             try:
-                with urllib.request.urlopen(self.base_url + "/healthz", timeout=1) as response:  # noqa: S310
+                with urllib.request.urlopen(  # noqa: S310
+                    self.base_url + "/healthz", timeout=1, context=context
+                ) as response:
                     if response.status == 200:
                         return
             except (OSError, urllib.error.URLError):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +18,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from moeconnect.cli import cli
+from moeconnect.client import Client
 from moeconnect.testing import TEST_SETTINGS, MoeconnectServer, WorkspaceKey, free_port
 
 from ..client.stub import PROXY_PAGE, json_answer, stub_server
 from ..client.test_redaction import forms_of
+from .tls import make_certificates
 
 STEP = re.compile(r"^([✓✗]) (\w+)\s", re.MULTILINE)
 
@@ -281,3 +285,40 @@ def test_exit_4_through_a_corporate_proxy_that_answers_html(
     assert dns["ok"] and dns["detail"].startswith("127.0.0.1")
     assert headers["Host"] == "api-01.moeconnect.invalid"
     assert "proxy" in doc["fix"]
+
+
+# -- TLS that works, and TLS that isn't trusted -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MoeconnectServer, Path]]:
+    """A real moeconnect server on HTTPS, with a certificate from a throwaway CA."""
+    directory = tmp_path_factory.mktemp("tls")
+    ca, cert, key = make_certificates(directory)
+    with MoeconnectServer(workdir=directory, env=TEST_SETTINGS, tls=(cert, key)) as server:
+        yield server, ca
+
+
+def test_exit_0_over_https_checks_the_certificate(
+    tls_server: tuple[MoeconnectServer, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, ca = tls_server
+    assert server.base_url.startswith("https://127.0.0.1:")
+    ws = server.new_workspace("Over TLS")
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # what a partner behind a private CA does
+    result = check(ws.key, "--base-url", server.base_url, workspace_id=ws.workspace_id)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^✓ tls\s+TLSv1\.[23], certificate valid until ", result.output, re.M)
+    with Client(verify=ssl.create_default_context(cafile=str(ca))) as client:
+        assert client.test_connection(ws.workspace_id, ws.key, base_url=server.base_url).ok
+
+
+def test_exit_4_untrusted_certificate(tls_server: tuple[MoeconnectServer, Path]) -> None:
+    server, _ = tls_server
+    result = check("an-imported-key", "--base-url", server.base_url)
+    assert result.exit_code == 4, result.output
+    assert steps(result)[-1] == ("tls", "✗")
+    assert "certificate not trusted" in result.output
+    assert "is not trusted" in fix_of(result) and "SSL_CERT_FILE" in fix_of(result)
+    with Client() as client:
+        assert client.test_connection("WS1", "k" * 10, base_url=server.base_url).code == "TLS_ERROR"

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import click
+import httpx
 
 from ..client import Client, ConnectionResult
 from ..dcs import DEFAULT_DCS, endpoint_for, normalise_region
@@ -256,7 +257,8 @@ def _tcp(
 
 def _tls(sock: socket.socket, host: str, port: int, timeout: float, diag: Diagnosis) -> bool:
     started = time.monotonic()
-    context = ssl.create_default_context()
+    # The trust store httpx uses for the HTTP step (certifi, or SSL_CERT_FILE / SSL_CERT_DIR).
+    context = httpx.create_ssl_context()
     try:
         with context.wrap_socket(sock, server_hostname=host) as tls:
             tls.settimeout(timeout)
