@@ -212,3 +212,43 @@ def test_key_lifecycle_in_the_browser(dashboard_server: MoeconnectServer, browse
         expect(page.get_by_role("heading", name="Sign in to the dashboard")).to_be_visible()
     finally:
         context.close()
+
+
+def test_every_page_works_without_javascript(
+    dashboard_server: MoeconnectServer, browser: object
+) -> None:
+    """Only the copy buttons need JavaScript; without it they stay hidden and the rest works."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    server = dashboard_server
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 375, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        page.goto(server.base_url + "/dashboard/workspaces/new")
+        page.get_by_label("Operator token").fill(create_token(server, "no-js"))
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("heading", name="New workspace")).to_be_visible()
+        page.get_by_label("Name").fill("No Script Ltd")
+        page.get_by_role("button", name="Create workspace").click()
+        expect(page.get_by_role("heading", name="APIs")).to_be_visible()
+        expect(page.get_by_role("button", name="Copy Workspace ID (App ID)")).to_be_hidden()
+        workspace_id = page.get_by_label("Workspace ID (App ID)", exact=True).input_value()
+
+        page.get_by_role("link", name="Generate Push key").click()
+        page.get_by_role("button", name="Generate key").click()
+        key = page.get_by_label("Push API key", exact=True).input_value()
+        assert key.startswith("moe_push_")
+        expect(page.get_by_role("button", name="Copy Push API key")).to_be_hidden()
+        keys = server.run(lambda a: a.list_keys(workspace_id))
+        assert [(k.scope, k.hint) for k in keys] == [("push", key[-4:])]
+
+        page.goto(server.base_url + "/dashboard?q=No+Script")
+        expect(page.get_by_role("link", name="No Script Ltd")).to_be_visible()
+        page.goto(server.base_url + f"/dashboard/workspaces/{workspace_id}/activity")
+        expect(page.get_by_text("No tool has connected to this workspace yet.")).to_be_visible()
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_text("You are signed out.")).to_be_visible()
+    finally:
+        context.close()

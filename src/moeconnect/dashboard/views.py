@@ -105,6 +105,7 @@ def _environment() -> Environment:
     )
     env.filters["when"] = _fmt_time
     env.filters["relative"] = _fmt_relative
+    env.filters["short"] = lambda v: v.astimezone(UTC).strftime("%d %b %H:%M") if v else "—"
     env.filters["iso"] = lambda v: v.astimezone(UTC).isoformat() if v else ""
     env.globals["outcome_class"] = outcome_class
     return env
