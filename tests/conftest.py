@@ -23,6 +23,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             "MOECONNECT_REQUIRE_SERVICES",
             "MOECONNECT_TEST_PG",
             "MOECONNECT_TEST_REDIS",
+            "MOECONNECT_TEST_THROWAWAY",
         ):
             monkeypatch.delenv(name)
         if name == "MOE_DATA_API_KEY":

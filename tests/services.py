@@ -2,9 +2,9 @@
 
 The machine's own services (127.0.0.1:5432 database ``test``, 127.0.0.1:6379) are used when they
 answer. When they don't but the binaries are installed (``initdb``/``pg_ctl``, ``redis-server``),
-a throwaway one is started for the session. Otherwise tests that need them are skipped with a
-reason, or fail when ``MOECONNECT_REQUIRE_SERVICES=1`` (as in CI): a missing service must never
-look like a pass.
+a throwaway one is started for the session (``MOECONNECT_TEST_THROWAWAY=0`` turns that off).
+Otherwise tests that need them are skipped with a reason, or fail when
+``MOECONNECT_REQUIRE_SERVICES=1`` (as in CI): a missing service must never look like a pass.
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ def _url_service(name: str, url: str, start: str) -> str:
         return url
     from . import throwaway
 
+    if os.environ.get("MOECONNECT_TEST_THROWAWAY") == "0":
+        need(name, host, port)
     try:
         server = getattr(throwaway, start)()
         server.start()
