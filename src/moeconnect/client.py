@@ -128,6 +128,13 @@ def _is_tls(error: BaseException) -> bool:
     return "SSL" in str(error) or "TLS" in str(error)
 
 
+def _code_from(status: int, message: str) -> str:
+    """A code for an error envelope without one (MoEngage's own answers carry none)."""
+    if status == 401 and message.startswith("App Secret key mismatch"):
+        return "KEY_MISMATCH"
+    return f"HTTP_{status}"
+
+
 def _redacted(key: str) -> str:
     """How a key is named in logs: its scope prefix at most, never a character of the secret."""
     return key[: key.index("_", 4) + 1] + "***" if has_generated_format(key) else "***"
@@ -166,6 +173,23 @@ class _Call:
     def __repr__(self) -> str:
         return f"<_Call {self.url} workspace={self.workspace_id!r} key={_redacted(self._key)}>"
 
+    def scrub(self, text: str) -> str:
+        """``text`` with the key in every form it travelled in replaced by ``***``.
+
+        A server or proxy that echoes the request (some debug pages print headers) must not
+        carry the key into a result, a log line or an exception.
+        """
+        pair = f"{self.workspace_id}:{self._key}".encode()
+        for secret in (
+            self._key,
+            base64.b64encode(pair).decode("ascii"),
+            base64.b64encode(self._key.encode()).decode("ascii"),
+            base64.urlsafe_b64encode(pair).decode("ascii"),
+        ):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
     def local_failure(self) -> ConnectionResult | None:
         """``KEY_MALFORMED`` for a generated-format key that fails its checksum: no request."""
         if has_generated_format(self._key) and not checksum_ok(self._key):
@@ -201,9 +225,10 @@ class _Call:
         if isinstance(error, httpx.TimeoutException):
             code, what = TIMEOUT, f"no answer within {self.client.timeout:g} seconds"
         elif _is_tls(error):
-            code, what = TLS_ERROR, f"the TLS handshake failed ({error})"
+            code, what = TLS_ERROR, f"the TLS handshake failed ({self.scrub(str(error))})"
         else:
-            code, what = CONNECT_ERROR, f"the connection failed ({error or type(error).__name__})"
+            reason = self.scrub(str(error)) or type(error).__name__
+            code, what = CONNECT_ERROR, f"the connection failed ({reason})"
         log.debug("test_connection %s: %s", self.url, what)
         return ConnectionResult(
             ok=False,
@@ -233,7 +258,7 @@ class _Call:
             body = response.json()
         except ValueError:
             body = None
-            snippet = " ".join(response.text[:80].split())
+            snippet = " ".join(self.scrub(response.text)[:80].split())
             return ConnectionResult(
                 ok=False,
                 code=NON_JSON_RESPONSE,
@@ -257,10 +282,11 @@ class _Call:
         if isinstance(error, dict):
             request_id = str(error.get("request_id") or request_id or "") or None
             common["request_id"] = request_id
+            message = self.scrub(str(error.get("message") or ""))
             return ConnectionResult(
                 ok=False,
-                code=str(error.get("code") or f"HTTP_{status}"),
-                message=str(error.get("message") or ""),
+                code=str(error.get("code") or _code_from(status, message)),
+                message=message,
                 **common,
             )
         return ConnectionResult(

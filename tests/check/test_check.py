@@ -322,3 +322,8 @@ def test_exit_4_untrusted_certificate(tls_server: tuple[MoeconnectServer, Path])
     assert "is not trusted" in fix_of(result) and "SSL_CERT_FILE" in fix_of(result)
     with Client() as client:
         assert client.test_connection("WS1", "k" * 10, base_url=server.base_url).code == "TLS_ERROR"
+
+
+def test_a_too_long_source_is_refused_before_anything_is_sent() -> None:
+    result = check("an-imported-key", "--source", "s" * 65)
+    assert result.exit_code == 2 and "1 to 64 characters" in result.output

@@ -6,6 +6,7 @@ a chosen ``Retry-After``), the client and ``check`` are tested against this over
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -22,6 +23,7 @@ class Answer:
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
     delay: float = 0.0
+    echo: str | None = None  # "html" or "json": answer with the request's headers and body
 
 
 @dataclass
@@ -64,12 +66,22 @@ def stub_server(answers: Sequence[Answer]) -> Iterator[Stub]:
                 answer = stub.answers[index]
             if answer.delay:
                 time.sleep(answer.delay)
+            payload = answer.body
+            if answer.echo:
+                seen = f"Authorization: {self.headers.get('Authorization')} {body.decode()}"
+                payload = (
+                    f"<html><body><pre>Bad Gateway {seen}</pre></body></html>".encode()
+                    if answer.echo == "html"
+                    else json.dumps(
+                        {"status": "fail", "error": {"message": f"bad request {seen}"}}
+                    ).encode()
+                )
             self.send_response(answer.status)
             for name, value in answer.headers:
                 self.send_header(name, value)
-            self.send_header("Content-Length", str(len(answer.body)))
+            self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(answer.body)
+            self.wfile.write(payload)
 
         def log_message(self, format: str, *args: object) -> None:  # keep test output clean
             pass

@@ -14,7 +14,7 @@ import pytest
 from moeconnect.client import AsyncClient, Client, ConnectionResult, _Call
 from moeconnect.testing import MoeconnectServer, WorkspaceKey, free_port
 
-from .stub import PROXY_PAGE, SUCCESS, json_answer, stub_server
+from .stub import PROXY_PAGE, SUCCESS, Answer, json_answer, stub_server
 
 RATE_LIMITED = json_answer(
     429,
@@ -113,3 +113,28 @@ def test_success_stub_is_not_leaking_either() -> None:
         headers["Authorization"] == "Basic " + base64.b64encode(b"WS1:imported-secret-9").decode()
     )
     assert "imported-secret-9" not in repr(result)
+
+
+@pytest.mark.parametrize("echo", ["html", "json"])
+def test_a_server_echoing_the_request_does_not_carry_the_key_into_the_result(echo: str) -> None:
+    """Some proxies' debug pages print the request; the result scrubs every form of the key."""
+    key = "imported-secret-echoed-0123456789"
+    ctype = "text/html" if echo == "html" else "application/json"
+    answer = Answer(502 if echo == "html" else 400, b"", (("Content-Type", ctype),), echo=echo)
+    with stub_server([answer]) as stub, Client() as client:
+        result = client.test_connection("WS1", key, base_url=stub.base_url)
+    assert result.code == ("NON_JSON_RESPONSE" if echo == "html" else "HTTP_400")
+    assert "***" in result.message
+    assert_absent(repr(result) + str(result.as_dict()), forms_of("WS1", key))
+
+
+def test_moengage_style_answers_without_a_code_still_get_one() -> None:
+    """MoEngage's own envelope has no ``code``; its key-mismatch message is recognised."""
+    mismatch = json_answer(
+        401,
+        '{"status": "fail", "error": {"message": "App Secret key mismatch. Please login to the '
+        'dashboard to verify key", "type": "Authentication required", "request_id": "abcdefgh"}}',
+    )
+    with stub_server([mismatch]) as stub, Client() as client:
+        result = client.test_connection("WS1", "imported-key-1", base_url=stub.base_url)
+    assert (result.status, result.code, result.request_id) == (401, "KEY_MISMATCH", "abcdefgh")

@@ -80,6 +80,8 @@ _FIXES: dict[str, tuple[int, str]] = {
         "The workspace lives in another data center: {message}",
     ),
     "UNKNOWN_REGION": (ENDPOINT, "{message}"),
+    "FIELD_INVALID": (ENDPOINT, "The server refused the request as sent: {message}"),
+    "FIELD_MISSING": (ENDPOINT, "The server refused the request as sent: {message}"),
     "NOT_FOUND": (
         ENDPOINT,
         "The server has no Test Connection API at this URL: check --base-url (it should be the "
@@ -390,6 +392,12 @@ def diagnose(
     return diag.fail(exit_code, fix)
 
 
+def _source(value: str) -> str:
+    if not 1 <= len(value) <= 64:
+        raise click.BadParameter("must be 1 to 64 characters long")
+    return value
+
+
 def _print(diag: Diagnosis) -> None:
     for step in diag.steps:
         mark = click.style("✓", fg="green") if step.ok else click.style("✗", fg="red")
@@ -415,7 +423,14 @@ def _print(diag: Diagnosis) -> None:
     default=None,
     help="Base URL to call instead of the DC's MoEngage endpoint, e.g. http://127.0.0.1:8080.",
 )
-@click.option("--source", default="moeconnect-check", show_default=True, help="Source name sent.")
+@click.option(
+    "--source",
+    default="moeconnect-check",
+    show_default=True,
+    type=click.STRING,
+    callback=lambda _ctx, _param, value: _source(value),
+    help="The tool name sent as source (1 to 64 characters).",
+)
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds per network step.")
 @json_option
 def check(
