@@ -40,6 +40,7 @@ from .base import (
     SourceSummary,
     StoreUnavailable,
 )
+from .hotread import open_reader
 from .schema import api_keys, changes, connection_attempts, operator_tokens, workspaces
 from .urls import DatabaseURL
 
@@ -175,6 +176,8 @@ class SQLStore:
             self.db.ensure_sqlite_file()
             self._file_id: tuple[int, int] | None = self.db.sqlite_file_id()
         self._engine = _engine_for(self.db)
+        # The endpoint's cache misses take a leaner road than SQLAlchemy (see hotread.py).
+        self._reader, self._close_reader = open_reader(self.db)
         self._listeners: list[Callable[[Sequence[str]], Awaitable[None] | None]] = []
 
     def add_change_listener(
@@ -252,6 +255,7 @@ class SQLStore:
             await conn.execute(sa.select(sa.func.count()).select_from(workspaces).limit(1))
 
     async def close(self) -> None:
+        await self._close_reader()
         await self._engine.dispose()
 
     # -- workspaces -------------------------------------------------------------------------
@@ -498,10 +502,8 @@ class SQLStore:
     async def credentials(
         self, workspace_id: str, scope: str = "data"
     ) -> WorkspaceCredentials | None:
-        query = self._credentials_query(scope).where(workspaces.c.id == workspace_id)
-        async with self._conn() as conn:
-            rows = (await conn.execute(query)).all()
-        return self._group_credentials(rows).get(workspace_id)
+        """One workspace's credentials: the endpoint's cache-miss read, batched with others."""
+        return await self._reader.credentials(workspace_id, scope)
 
     async def many_credentials(
         self, workspace_ids: Sequence[str], scope: str = "data"
