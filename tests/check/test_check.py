@@ -8,8 +8,13 @@ server that answers like a proxy (HTML 502) or a rate limiter (429 + Retry-After
 from __future__ import annotations
 
 import json
+import os
 import re
+import select
 import ssl
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -327,3 +332,54 @@ def test_exit_4_untrusted_certificate(tls_server: tuple[MoeconnectServer, Path])
 def test_a_too_long_source_is_refused_before_anything_is_sent() -> None:
     result = check("an-imported-key", "--source", "s" * 65)
     assert result.exit_code == 2 and "1 to 64 characters" in result.output
+
+
+def test_the_key_from_a_hidden_prompt_on_a_terminal(
+    moeconnect_server: MoeconnectServer, moeconnect_workspace: WorkspaceKey
+) -> None:
+    """On a terminal (a real pseudo-terminal here) the key is prompted for and not echoed."""
+    ws = moeconnect_workspace
+    master, slave = os.openpty()
+
+    # The child makes the pseudo-terminal its controlling terminal, then becomes moeconnect.
+    become = (
+        "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+        "os.execv(sys.executable, [sys.executable, '-m', 'moeconnect', *sys.argv[1:]])"
+    )
+    args = ["check", "--workspace-id", ws.workspace_id, "--base-url", ws.base_url]
+    process = subprocess.Popen(
+        [sys.executable, "-c", become, *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        env={k: v for k, v in moeconnect_server.env.items() if not k.startswith("MOE_")},
+    )
+    os.close(slave)
+    output, typed = b"", False
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            if not typed and b"key:" in output.lower():
+                os.write(master, ws.key.encode() + b"\n")
+                typed = True
+            if not ready and process.poll() is not None:
+                break
+        assert process.wait(10) == 0, output
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+    text = output.decode("utf-8", "replace")
+    assert typed and "Data api key:" in text
+    assert "answer" in text and "Connection works." in text
+    assert ws.key not in text  # not echoed
