@@ -141,12 +141,20 @@ def test_wrong_token_is_refused_and_not_echoed(dashboard: Dashboard) -> None:
 def test_sign_in_never_redirects_off_the_dashboard(dashboard: Dashboard) -> None:
     with dashboard.client() as client:
         for target in ("https://evil.example/", "//evil.example/dashboard", "/admin/v1/x"):
+            client.cookies.clear()
             page = client.get("/dashboard/sign-in", params={"next": target})
             response = client.post(
                 "/dashboard/sign-in",
                 data={"csrf": csrf_of(page.text), "token": dashboard.token, "next": target},
             )
             assert response.headers["location"] == "/dashboard", target
+
+
+def test_sign_in_page_sends_a_signed_in_operator_on(dashboard: Dashboard) -> None:
+    with dashboard.signed_in() as client:
+        response = client.get("/dashboard/sign-in", params={"next": "/dashboard/workspaces/new"})
+        assert response.status_code == 303
+        assert response.headers["location"] == "/dashboard/workspaces/new"
 
 
 def test_sign_out_and_revoked_token_end_the_session(dashboard: Dashboard) -> None:

@@ -121,7 +121,7 @@ def test_key_lifecycle_in_the_browser(dashboard_server: MoeconnectServer, browse
         assert server.run(lambda a: a.store.get_workspace(workspace_id)) is not None
 
         # Generate the Data key and copy it with the copy button.
-        page.get_by_role("link", name="Generate Data key").click()
+        page.get_by_role("link", name="Generate key for Data").click()
         page.get_by_role("button", name="Generate key").click()
         expect(page.get_by_role("heading", name="Your new Data API key")).to_be_visible()
         shown = page.get_by_label("Data API key", exact=True).input_value()
@@ -141,7 +141,7 @@ def test_key_lifecycle_in_the_browser(dashboard_server: MoeconnectServer, browse
         expect(page.locator("#scope-data")).to_contain_text(first_key[-4:])
 
         # Rotate with a 24-hour grace period, after reading the documented warning.
-        page.get_by_role("link", name="Generate Data key").click()
+        page.get_by_role("link", name="Generate key for Data").click()
         expect(page.locator("#generate-warning")).to_contain_text(WARNING)
         page.get_by_label("24 hours").check()
         page.get_by_role("button", name="Generate and replace").click()
@@ -189,13 +189,13 @@ def test_key_lifecycle_in_the_browser(dashboard_server: MoeconnectServer, browse
         # At phone width the page still works: no horizontal scrolling.
         page.set_viewport_size({"width": 375, "height": 812})
         page.get_by_role("link", name="API keys").click()
-        expect(page.get_by_role("link", name="Revoke Data key")).to_be_visible()
+        expect(page.get_by_role("link", name="Revoke the Data key")).to_be_visible()
         assert page.evaluate("document.documentElement.scrollWidth") <= 375
         page.screenshot(path=SCREENSHOTS / "dashboard-phone.png", full_page=True)
         page.set_viewport_size({"width": 1200, "height": 860})
 
         # Revoke: both keys stop working.
-        page.get_by_role("link", name="Revoke Data key").click()
+        page.get_by_role("link", name="Revoke the Data key").click()
         page.get_by_role("button", name="Revoke key").click()
         expect(
             page.get_by_role("status").filter(has_text="The Data key is revoked")
@@ -236,7 +236,7 @@ def test_every_page_works_without_javascript(
         expect(page.get_by_role("button", name="Copy Workspace ID (App ID)")).to_be_hidden()
         workspace_id = page.get_by_label("Workspace ID (App ID)", exact=True).input_value()
 
-        page.get_by_role("link", name="Generate Push key").click()
+        page.get_by_role("link", name="Generate key for Push").click()
         page.get_by_role("button", name="Generate key").click()
         key = page.get_by_label("Push API key", exact=True).input_value()
         assert key.startswith("moe_push_")

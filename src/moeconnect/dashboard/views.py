@@ -204,6 +204,12 @@ class Dashboard:
     # -- sign-in ------------------------------------------------------------------------------
 
     async def sign_in_page(self, request: Request) -> Response:
+        try:
+            if await self.current_session(request) is not None:
+                target = _safe_next(request.query_params.get("next")) or PREFIX
+                return RedirectResponse(target, status_code=303)
+        except StoreError:
+            pass  # show the form; signing in will say the store is unreachable
         pre = request.cookies.get(SIGNIN_COOKIE) or new_random_id()
         return self._sign_in_form(request, pre, 200, "")
 
