@@ -172,6 +172,8 @@ def serve(
         access_log=False,
         log_config=None,
         server_header=False,
+        # Client addresses are resolved by moeconnect itself, only from --trusted-proxy peers.
+        proxy_headers=False,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
         timeout_graceful_shutdown=10,
