@@ -224,7 +224,10 @@ class SQLStore:
                 changed: list[str] = []
                 async with self._engine.begin() as conn:
                     conn.info[_CHANGED] = changed
-                    yield conn
+                    try:
+                        yield conn
+                    finally:  # conn.info outlives this checkout: leave nothing behind
+                        conn.info.pop(_CHANGED, None)
                 if changed:
                     await self._notify(changed)
             else:
@@ -237,7 +240,9 @@ class SQLStore:
 
     async def _record_change(self, conn: AsyncConnection, workspace_id: str, now: datetime) -> None:
         await conn.execute(changes.insert().values(workspace_id=workspace_id, at=now))
-        conn.info[_CHANGED].append(workspace_id)
+        pending = conn.info.get(_CHANGED)
+        if pending is not None:  # None: a transaction not opened by _conn; the poll covers it
+            pending.append(workspace_id)
 
     async def migrate(self) -> None:
         from .migrate import upgrade
