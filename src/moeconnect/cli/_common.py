@@ -63,6 +63,9 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         fail(f"the database can't be reached ({err}); check --db or MOECONNECT_DB.", 3)
     except ConfigError as err:
         fail(str(err), 2)
+    except OSError as err:  # e.g. the SQLite file or its .secret can't be created
+        where = f" {err.filename}" if err.filename else ""
+        fail(f"can't use{where} ({err.strerror or err}); check --db or MOECONNECT_DB.", 3)
     raise AssertionError("unreachable")
 
 
