@@ -46,6 +46,7 @@ __all__ = [
     "ENDPOINT_PATH",
     "TEST_SETTINGS",
     "MoeconnectServer",
+    "ServerFactory",
     "WorkspaceKey",
     "free_port",
     "moeconnect_server",

@@ -24,7 +24,13 @@ from click.testing import CliRunner, Result
 
 from moeconnect.cli import cli
 from moeconnect.client import Client
-from moeconnect.testing import TEST_SETTINGS, MoeconnectServer, WorkspaceKey, free_port
+from moeconnect.testing import (
+    TEST_SETTINGS,
+    MoeconnectServer,
+    ServerFactory,
+    WorkspaceKey,
+    free_port,
+)
 
 from ..client.stub import PROXY_PAGE, json_answer, stub_server
 from ..client.test_redaction import forms_of
@@ -232,6 +238,19 @@ def test_exit_5_rate_limited_says_for_how_long() -> None:
         assert len(stub.arrivals) == 1  # the doctor reports a rate limit, it doesn't wait it out
     assert result.exit_code == 5
     assert "Rate limited: wait 42 seconds" in fix_of(result)
+
+
+def test_exit_5_rate_limited_by_a_real_server(moeconnect_server_factory: ServerFactory) -> None:
+    server = moeconnect_server_factory(env={"MOECONNECT_LIMIT_FAILED_PER_IP": "2/minute"})
+    ws = server.new_workspace("Limited")
+    for _ in range(2):  # two failures use up the limit
+        assert check("a-wrong-key-1", "--base-url", server.base_url).exit_code == 2
+    code, doc = check_json(ws.key, "--base-url", server.base_url, workspace_id=ws.workspace_id)
+    assert code == 5, doc
+    assert doc["result"]["code"] == "RATE_LIMITED" and doc["result"]["status"] == 429
+    seconds = doc["result"]["retry_after"]
+    assert 0 < seconds <= 60
+    assert f"Rate limited: wait {seconds:g} seconds" in doc["fix"]
 
 
 def test_exit_5_store_unavailable_on_a_real_server(tmp_path: Path) -> None:

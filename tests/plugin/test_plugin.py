@@ -10,7 +10,7 @@ import httpx
 
 import moeconnect.testing as testing
 from moeconnect.client import Client
-from moeconnect.testing import MoeconnectServer, WorkspaceKey
+from moeconnect.testing import MoeconnectServer, ServerFactory, WorkspaceKey
 
 
 def call(ws: WorkspaceKey, key: str | None = None, dc: str = "01") -> tuple[int, str]:
@@ -97,9 +97,8 @@ def test_revoke_suspend_resume_and_imported_keys(moeconnect_server: MoeconnectSe
     assert call(ws) == (401, "NO_DATA_KEY")
 
 
-def test_factory_starts_one_server_per_setting(moeconnect_server_factory: object) -> None:
+def test_factory_starts_one_server_per_setting(moeconnect_server_factory: ServerFactory) -> None:
     factory = moeconnect_server_factory
-    assert callable(factory)
     both = factory(dc="01,02")
     assert factory(dc="01,02") is both
     eu = both.create_workspace("EU", dc="02")
