@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,6 +90,16 @@ def reload_until(page: Page, locator: Locator, timeout: float = 20) -> None:
         page.reload()
 
 
+def test_missing_chromium_skips_or_fails_when_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.delenv("MOECONNECT_REQUIRE_SERVICES", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="Chromium is not installed"):
+        need_chromium()
+    monkeypatch.setenv("MOECONNECT_REQUIRE_SERVICES", "1")
+    with pytest.raises(pytest.fail.Exception, match="MOECONNECT_REQUIRE_SERVICES=1"):
+        need_chromium()
+
+
 def test_key_lifecycle_in_the_browser(dashboard_server: MoeconnectServer, browser: object) -> None:
     from playwright.sync_api import Browser, expect
 
@@ -144,6 +155,7 @@ def test_key_lifecycle_in_the_browser(dashboard_server: MoeconnectServer, browse
         page.get_by_role("link", name="Generate key for Data").click()
         expect(page.locator("#generate-warning")).to_contain_text(WARNING)
         page.get_by_label("24 hours").check()
+        page.screenshot(path=SCREENSHOTS / "dashboard-generate.png")
         page.get_by_role("button", name="Generate and replace").click()
         second_key = page.get_by_label("Data API key", exact=True).input_value()
         assert second_key.startswith("moe_data_") and second_key != first_key
