@@ -3,6 +3,8 @@ without the form's CSRF token, and no operator token in a cookie or a page."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from urllib.parse import unquote
 
 import httpx
@@ -191,3 +193,25 @@ def test_new_key_is_shown_once_and_never_again(dashboard: Dashboard) -> None:
         assert key not in again.text
         assert key not in client.get(f"/dashboard/workspaces/{ws}").text
     assert len(server.run(lambda a: a.list_keys(ws))) == 1
+
+
+def test_store_outage_is_503_never_a_bad_token(dashboard: Dashboard, tmp_path: Path) -> None:
+    """With the store gone, pages say so (503) and sign-in never calls the token invalid."""
+    server = dashboard.server
+    db_file = Path(server.db_url.removeprefix("sqlite:///"))
+    with dashboard.signed_in() as client, dashboard.client() as fresh:
+        page = fresh.get("/dashboard/sign-in")
+        os.rename(db_file, tmp_path / "away.db")
+        try:
+            response = client.get("/dashboard")
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "5"
+            assert "reach its database right now" in response.text
+            signin = fresh.post(
+                "/dashboard/sign-in", data={"csrf": csrf_of(page.text), "token": dashboard.token}
+            )
+            assert signin.status_code == 503
+            assert "not valid" not in signin.text
+        finally:
+            os.rename(tmp_path / "away.db", db_file)
+        assert client.get("/dashboard").status_code == 200
