@@ -204,6 +204,10 @@ def test_key_lifecycle_in_the_browser(dashboard_server: MoeconnectServer, browse
         expect(page.get_by_role("link", name="Revoke the Data key")).to_be_visible()
         assert page.evaluate("document.documentElement.scrollWidth") <= 375
         page.screenshot(path=SCREENSHOTS / "dashboard-phone.png", full_page=True)
+        for path in (f"/dashboard/workspaces/{workspace_id}/activity", "/dashboard"):
+            page.goto(server.base_url + path)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
+        page.goto(server.base_url + f"/dashboard/workspaces/{workspace_id}")
         page.set_viewport_size({"width": 1200, "height": 860})
 
         # Revoke: both keys stop working.
