@@ -332,7 +332,13 @@ class _Call:
 
 
 class _Base:
-    """Settings shared by both clients."""
+    """Settings shared by both clients.
+
+    ``timeout`` (seconds, for connect, read and write); at most ``max_attempts`` requests and
+    ``max_wait`` seconds of waiting between them; ``backoff`` is the first backoff step when the
+    server sends no ``Retry-After``; ``verify`` as in httpx (``True``: certifi, or
+    ``SSL_CERT_FILE``/``SSL_CERT_DIR``; ``False``; or an ``ssl.SSLContext``).
+    """
 
     def __init__(
         self,
@@ -377,9 +383,25 @@ class Client(_Base):
     ...     print(result.ok, result.code, result.message)
     """
 
-    def __init__(self, **options: Any) -> None:
-        transport = options.pop("transport", None)
-        super().__init__(**options)
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        max_attempts: int = 3,
+        max_wait: float = 30.0,
+        backoff: float = 0.5,
+        verify: bool | ssl.SSLContext = True,
+        user_agent: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(
+            timeout=timeout,
+            max_attempts=max_attempts,
+            max_wait=max_wait,
+            backoff=backoff,
+            verify=verify,
+            user_agent=user_agent,
+        )
         self._http = httpx.Client(transport=transport, **self._http_options())
 
     def __enter__(self) -> Client:
@@ -421,9 +443,25 @@ class Client(_Base):
 class AsyncClient(_Base):
     """Asyncio client; use as an async context manager or await :meth:`aclose`."""
 
-    def __init__(self, **options: Any) -> None:
-        transport = options.pop("transport", None)
-        super().__init__(**options)
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        max_attempts: int = 3,
+        max_wait: float = 30.0,
+        backoff: float = 0.5,
+        verify: bool | ssl.SSLContext = True,
+        user_agent: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(
+            timeout=timeout,
+            max_attempts=max_attempts,
+            max_wait=max_wait,
+            backoff=backoff,
+            verify=verify,
+            user_agent=user_agent,
+        )
         self._http = httpx.AsyncClient(transport=transport, **self._http_options())
 
     async def __aenter__(self) -> AsyncClient:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
+import httpx
 import pytest
 
 import moeconnect.client as client_module
@@ -208,3 +211,31 @@ def test_a_stalled_server_is_a_timeout() -> None:
     with stub_server([Answer(200, b"{}", delay=1.5)]) as stub, Client(timeout=0.3) as client:
         result = client.test_connection("WS1", "imported-key-1", base_url=stub.base_url)
     assert result.code == "TIMEOUT" and "0.3 seconds" in result.message
+
+
+def test_the_request_is_exactly_what_the_spec_asks_for() -> None:
+    """In-process (httpx.MockTransport): headers and body of the request the client sends."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"status": "success", "app_name": "Mock"})
+
+    with Client(transport=httpx.MockTransport(handler)) as client:
+        result = client.test_connection("WS1", "imported-key-1", dc="dc-1", source="acme")
+    assert result.ok and result.app_name == "Mock"
+    (request,) = seen
+    assert str(request.url) == "https://api-01.moengage.com/v1/integrations/authentication"
+    assert request.method == "POST"
+    assert request.headers["authorization"] == "Basic " + base64.b64encode(
+        b"WS1:imported-key-1"
+    ).decode("ascii")
+    assert request.headers["moe-appkey"] == "WS1"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["user-agent"].startswith("moeconnect-client/")
+    assert json.loads(request.content) == {
+        "app_id": "WS1",
+        "app_secret": "imported-key-1",
+        "source": "acme",
+        "region": "01",
+    }
