@@ -402,3 +402,12 @@ def test_the_key_from_a_hidden_prompt_on_a_terminal(
     assert typed and "Data api key:" in text
     assert "answer" in text and "Connection works." in text
     assert ws.key not in text  # not echoed
+
+
+def test_exit_4_when_the_configured_proxy_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+    result = check("an-imported-key", "--base-url", "https://api-01.moeconnect.invalid")
+    assert result.exit_code == 4, result.output
+    assert steps(result)[-1] == ("tcp", "✗")
+    assert f"The proxy 127.0.0.1 port {port} can't be reached" in fix_of(result)

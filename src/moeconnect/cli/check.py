@@ -198,13 +198,15 @@ def _answer_fix(result: ConnectionResult) -> tuple[int, str]:
     )
 
 
-def _dns(host: str, port: int, diag: Diagnosis) -> list[tuple[Any, ...]] | None:
+def _dns(host: str, port: int, diag: Diagnosis, proxy: bool) -> list[tuple[Any, ...]] | None:
     started = time.monotonic()
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as err:
         diag.steps.append(Step("dns", False, f"{host} does not resolve ({err.strerror})"))
-        if err.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5)):
+        if proxy:
+            diag.fail(NETWORK, f"The proxy host {host} does not resolve: check HTTP(S)_PROXY.")
+        elif err.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5)):
             diag.fail(
                 ENDPOINT,
                 f"The host {host} does not exist: check the DC (--dc) or the host in --base-url.",
@@ -222,7 +224,12 @@ def _dns(host: str, port: int, diag: Diagnosis) -> list[tuple[Any, ...]] | None:
 
 
 def _tcp(
-    host: str, port: int, infos: list[tuple[Any, ...]], timeout: float, diag: Diagnosis
+    host: str,
+    port: int,
+    infos: list[tuple[Any, ...]],
+    timeout: float,
+    diag: Diagnosis,
+    proxy: bool,
 ) -> socket.socket | None:
     started = time.monotonic()
     errors: list[str] = []
@@ -243,7 +250,9 @@ def _tcp(
             )
             return sock
     diag.steps.append(Step("tcp", False, f"port {port}: " + "; ".join(errors)))
-    if any("refused" in e.lower() for e in errors):
+    if proxy:
+        fix = f"The proxy {host} port {port} can't be reached: check HTTP(S)_PROXY and NO_PROXY."
+    elif any("refused" in e.lower() for e in errors):
         fix = (
             f"Nothing accepts connections on {host} port {port}: check the port in --base-url, "
             "and that the server is running."
@@ -346,9 +355,9 @@ def diagnose(
         proxy_parts = urlsplit(proxy)
         diag.steps[-1].detail += f", via proxy {proxy_parts.hostname}:{proxy_parts.port or 80}"
         host, port = proxy_parts.hostname or host, proxy_parts.port or 80
-    if (infos := _dns(host, port, diag)) is None:
+    if (infos := _dns(host, port, diag, proxy is not None)) is None:
         return diag
-    if (sock := _tcp(host, port, infos, timeout, diag)) is None:
+    if (sock := _tcp(host, port, infos, timeout, diag, proxy is not None)) is None:
         return diag
     if proxy is not None:
         sock.close()
