@@ -343,7 +343,8 @@ ServerFactory = Callable[..., MoeconnectServer]
 @pytest.fixture(scope="session")
 def moeconnect_server_factory() -> Iterator[ServerFactory]:
     """Start servers with other settings: ``factory(dc="02")``, ``factory(dc="01,02")``,
-    ``factory(env={"MOECONNECT_LIMIT_FAILED_PER_IP": "3/minute"})``.
+    ``factory(env={"MOECONNECT_LIMIT_FAILED_PER_IP": "3/minute"})``,
+    ``factory(tls=("cert.pem", "key.pem"))`` (HTTPS).
 
     Each distinct set of arguments starts one server, reused for the rest of the session and
     stopped at its end. Fixture servers see helper changes at once and have no abuse limits
@@ -352,11 +353,17 @@ def moeconnect_server_factory() -> Iterator[ServerFactory]:
     servers: dict[tuple[Any, ...], MoeconnectServer] = {}
 
     def start(
-        dc: str = "01", env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+        dc: str = "01",
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+        tls: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
     ) -> MoeconnectServer:
-        wanted = (dc, tuple(sorted((env or {}).items())), tuple(args))
+        tls_files = (str(tls[0]), str(tls[1])) if tls else None
+        wanted = (dc, tuple(sorted((env or {}).items())), tuple(args), tls_files)
         if wanted not in servers:
-            server = MoeconnectServer(dc=dc, env={**TEST_SETTINGS, **(env or {})}, args=args)
+            server = MoeconnectServer(
+                dc=dc, env={**TEST_SETTINGS, **(env or {})}, args=args, tls=tls_files
+            )
             try:
                 server.start()
             except BaseException:

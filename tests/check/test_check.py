@@ -15,7 +15,6 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -315,12 +314,12 @@ def test_exit_4_through_a_corporate_proxy_that_answers_html(
 
 
 @pytest.fixture(scope="module")
-def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MoeconnectServer, Path]]:
+def tls_server(
+    tmp_path_factory: pytest.TempPathFactory, moeconnect_server_factory: ServerFactory
+) -> tuple[MoeconnectServer, Path]:
     """A real moeconnect server on HTTPS, with a certificate from a throwaway CA."""
-    directory = tmp_path_factory.mktemp("tls")
-    ca, cert, key = make_certificates(directory)
-    with MoeconnectServer(workdir=directory, env=TEST_SETTINGS, tls=(cert, key)) as server:
-        yield server, ca
+    ca, cert, key = make_certificates(tmp_path_factory.mktemp("tls"))
+    return moeconnect_server_factory(tls=(cert, key)), ca
 
 
 def test_exit_0_over_https_checks_the_certificate(
