@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 
@@ -107,3 +108,21 @@ def test_factory_starts_one_server_per_setting(moeconnect_server_factory: Server
     # No api-02 Host header: the server serves its first DC, and says where the workspace lives.
     status, code = call(ws, dc="01")
     assert (status, code) == (401, "WORKSPACE_IN_OTHER_DC")
+
+
+def test_every_fixture_and_helper_is_documented() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "testing-your-integration.md").read_text()
+    for fixture in ("moeconnect_server", "moeconnect_workspace", "moeconnect_server_factory"):
+        assert f"`{fixture}`" in doc, fixture
+    for helper in (
+        "new_workspace",
+        "create_workspace",
+        "generate_key",
+        "rotate_key",
+        "import_key",
+        "revoke_key",
+        "suspend",
+        "resume",
+        "cli",
+    ):
+        assert f"`{helper}(" in doc, helper
