@@ -52,7 +52,7 @@ def _wait_port(port: int, timeout: float) -> None:
 class ThrowawayPostgres:
     """``initdb`` + ``pg_ctl`` in a temporary directory; ``stop()``/``start()`` at will."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
         directory = postgres_bin()
         if directory is None:
             raise RuntimeError("PostgreSQL binaries (initdb, pg_ctl) are not installed")
@@ -67,6 +67,7 @@ class ThrowawayPostgres:
             os.chown(self.root, user.pw_uid, user.pw_gid)
             self._as = ["runuser", "-u", "postgres", "--"]
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.settings = dict(settings or {})  # extra server settings, e.g. log_statement
 
     def _run(self, *args: str) -> None:
         result = subprocess.run(
@@ -92,6 +93,8 @@ class ThrowawayPostgres:
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         )
+        for name, value in self.settings.items():
+            options += f" -c {name}={value}"
         self._run(
             str(self.bin / "pg_ctl"),
             "-D",

@@ -1,20 +1,23 @@
 """The credential cache: a cached success costs no query, and no entry outlives its TTL.
 
-The app runs in this process under a real uvicorn server (requests still arrive over a socket),
-so the test can count every statement the store's engine sends to the database.
+The app runs in this process under a real uvicorn server (requests still arrive over a socket).
+Statements are counted where they really run: SQLite's own trace hook on every connection the
+process opens, and PostgreSQL's own statement log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import re
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from moeconnect.accounts import Accounts
 from moeconnect.cache import CredentialCache
@@ -22,7 +25,8 @@ from moeconnect.config import Settings, load_secret
 from moeconnect.invalidation import RedisInvalidation
 from moeconnect.store import SQLStore
 
-from ..throwaway import ThrowawayRedis, redis_bin
+from .. import services
+from ..throwaway import ThrowawayPostgres, ThrowawayRedis, postgres_bin, redis_bin
 from .helpers import NO_LIMITS, PATH, InProcessServer, code_of, request_kwargs
 
 RECORD_TABLE = "connection_attempts"  # the connection record, written in background batches
@@ -36,22 +40,89 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
+# Statements that are not a request's: the connection record's background batches and the
+# transaction and connection plumbing around them.
+_PLUMBING = re.compile(
+    r"^\s*(BEGIN|COMMIT|ROLLBACK|SELECT 1|SELECT pg_advisory_unlock_all|CLOSE ALL|UNLISTEN|"
+    r"RESET ALL|PRAGMA)\b",
+    re.IGNORECASE,
+)
+
+
+def _request_queries(statements: list[str]) -> list[str]:
+    return [s for s in statements if RECORD_TABLE not in s and not _PLUMBING.match(s)]
+
+
+class SQLiteStatements:
+    """Every statement any SQLite connection of this process runs (the driver's trace hook)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.statements: list[str] = []
+        original = sqlite3.connect
+
+        def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+            conn = original(*args, **kwargs)
+            conn.set_trace_callback(self.statements.append)
+            return conn
+
+        monkeypatch.setattr(sqlite3, "connect", connect)
+
+    def since(self, mark: int) -> list[str]:
+        return list(self.statements[mark:])
+
+    def mark(self) -> int:
+        return len(self.statements)
+
+
+class PostgresStatements:
+    """Every statement the PostgreSQL server executes, from its own log (log_statement=all)."""
+
+    ENTRY = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", re.MULTILINE)
+    STATEMENT = re.compile(r"LOG:\s+(?:statement|execute [^:]*):\s*(.*)", re.DOTALL)
+
+    def __init__(self, pg: ThrowawayPostgres) -> None:
+        self.log = pg.log
+
+    def _all(self) -> list[str]:
+        time.sleep(0.3)  # the server writes its log asynchronously
+        text = self.log.read_text("utf-8", "replace")
+        starts = [m.start() for m in self.ENTRY.finditer(text)] + [len(text)]
+        entries = [text[a:b] for a, b in itertools.pairwise(starts)]
+        return [m.group(1).strip() for e in entries if (m := self.STATEMENT.search(e))]
+
+    def mark(self) -> int:
+        return len(self._all())
+
+    def since(self, mark: int) -> list[str]:
+        return self._all()[mark:]
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def backend_url(
+def counted(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> str:
+) -> Iterator[tuple[str, SQLiteStatements | PostgresStatements]]:
+    """(database URL, statement counter): SQLite counted in the driver, PostgreSQL by the server."""
     for name, value in NO_LIMITS.items():
         monkeypatch.setenv(name, value)
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'moeconnect.db'}"
+        yield f"sqlite:///{tmp_path / 'moeconnect.db'}", SQLiteStatements(monkeypatch)
+        return
+    if postgres_bin() is None:
+        message = "needs initdb and pg_ctl for a PostgreSQL that logs every statement"
+        if services.required():
+            pytest.fail(message + ", and MOECONNECT_REQUIRE_SERVICES=1 requires it")
+        pytest.skip(message)
     monkeypatch.setenv("MOECONNECT_SECRET", "a-shared-secret-for-the-test-only")
-    url: str = request.getfixturevalue("pg_url")
-    return url
+    with ThrowawayPostgres({"log_statement": "all"}) as pg:
+        yield pg.url, PostgresStatements(pg)
 
 
-def test_a_cached_success_makes_no_database_query(backend_url: str) -> None:
-    # The change-feed poll is slowed to once an hour so every statement seen is the requests'.
-    settings = Settings(db_url=backend_url, change_poll_interval=3600)
+def test_a_cached_success_makes_no_database_query(
+    counted: tuple[str, SQLiteStatements | PostgresStatements],
+) -> None:
+    db_url, statements = counted
+    # The change-feed poll is slowed to once an hour so it stays out of the count.
+    settings = Settings(db_url=db_url, change_poll_interval=3600)
     with InProcessServer(settings) as server:
         runtime = server.app.runtime
 
@@ -60,26 +131,19 @@ def test_a_cached_success_makes_no_database_query(backend_url: str) -> None:
             return ws.id, (await runtime.accounts.generate_key(ws.id)).key
 
         workspace_id, key = server.call(setup())
-        statements: list[str] = []
+        with httpx.Client(base_url=server.base_url, timeout=10) as client:
+            mark = statements.mark()
+            first = client.post(PATH, **request_kwargs(workspace_id, key))
+            assert first.status_code == 200
+            miss = _request_queries(statements.since(mark))
+            assert any("api_keys" in s for s in miss), f"a miss reads the store: {miss}"
 
-        def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-            statements.append(statement)
-
-        engine = runtime.store._engine.sync_engine  # type: ignore[attr-defined]
-        sa.event.listen(engine, "before_cursor_execute", count)
-        try:
-            with httpx.Client(base_url=server.base_url, timeout=10) as client:
-                first = client.post(PATH, **request_kwargs(workspace_id, key))
-                assert first.status_code == 200
-                assert any("api_keys" in s for s in statements), "the first request read the store"
-                statements.clear()
-                hits = runtime.cache.hits
-                for _ in range(50):
-                    response = client.post(PATH, **request_kwargs(workspace_id, key))
-                    assert (response.status_code, code_of(response)) == (200, "SUCCESS")
-                queries = [s for s in statements if RECORD_TABLE not in s]
-        finally:
-            sa.event.remove(engine, "before_cursor_execute", count)
+            mark = statements.mark()
+            hits = runtime.cache.hits
+            for _ in range(50):
+                response = client.post(PATH, **request_kwargs(workspace_id, key))
+                assert (response.status_code, code_of(response)) == (200, "SUCCESS")
+            queries = _request_queries(statements.since(mark))
         assert runtime.cache.hits - hits == 50
         assert queries == [], f"cached requests queried the database: {queries}"
 
