@@ -15,6 +15,7 @@ import concurrent.futures
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from sys import intern
 from typing import Any
 
 from ..records import CredentialKey, WorkspaceCredentials
@@ -63,13 +64,16 @@ def group(rows: Iterable[Row]) -> dict[str, WorkspaceCredentials]:
         created = {r[4]: _utc(r[9]) or _EPOCH for r in found}
         earlier = sorted((r for r in found if r[6] != "current"), key=lambda r: created[r[4]])
         earlier.reverse()
+        # Interned: a cache of many workspaces holds one copy of "01", "active", "current".
         result[wid] = WorkspaceCredentials(
             wid,
             head[1],
-            head[2],
-            head[3],
+            intern(head[2]),
+            intern(head[3]),
             tuple(
-                CredentialKey(r[4], bytes(r[5]), r[6], _utc(r[7]), r[8])
+                CredentialKey(
+                    r[4], bytes(r[5]), intern(r[6]), _utc(r[7]), intern(r[8]) if r[8] else None
+                )
                 for r in (*current, *earlier)
             ),
         )
