@@ -1,0 +1,181 @@
+"""The limiter's rules, in-process (fast), and its headers and flags through a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from moeconnect.cache import CredentialCache
+from moeconnect.config import ConfigError
+from moeconnect.metrics import Metrics
+from moeconnect.ratelimit import LimitConfig, LocalWindows, RateLimiter, parse_limit
+from moeconnect.testing import MoeconnectServer, free_port
+
+from .helpers import PATH, attempt, fresh_loopback, sync_client_from
+
+
+def limiter(**values: str) -> RateLimiter:
+    return RateLimiter(LimitConfig.from_strings(values))
+
+
+def headers(pairs: list[tuple[bytes, bytes]]) -> dict[str, int]:
+    return {name.decode(): int(value) for name, value in pairs}
+
+
+def test_limits_parse_like_the_spec_says() -> None:
+    item = parse_limit("30/minute")
+    assert item is not None and item.amount == 30 and item.get_expiry() == 60
+    assert parse_limit("off") is None and parse_limit("OFF") is None
+    with pytest.raises(ConfigError, match="not a rate limit"):
+        parse_limit("thirty per minute")
+    with pytest.raises(ConfigError, match="MOECONNECT_LIMIT_PER_WORKSPACE"):
+        LimitConfig.from_env({"MOECONNECT_LIMIT_PER_WORKSPACE": "lots"})
+    config = LimitConfig.from_env({})
+    assert config.describe() == {
+        "failed_per_ip": "30 per 1 minute",
+        "failed_per_workspace": "100 per 1 minute",
+        "per_workspace": "600 per 1 minute",
+    }
+
+
+def test_failures_count_per_ip_and_successes_do_not() -> None:
+    async def scenario() -> None:
+        rl = limiter(failed_per_ip="3/minute")
+        for _ in range(10):  # successes never exhaust a failure limit
+            await rl.settle(await rl.admit("10.0.0.1", "W1", checked=True), "SUCCESS")
+        for expected in (2, 1, 0):
+            admission = await rl.admit("10.0.0.1", "W1", checked=True)
+            assert admission.blocked is None
+            got = headers(await rl.settle(admission, "KEY_MISMATCH"))
+            assert got["x-ratelimit-remaining"] == expected
+        refused = await rl.admit("10.0.0.1", "W2", checked=True)
+        assert refused.blocked is not None and refused.blocked.name == "failed_per_ip"
+        assert 55 <= refused.retry_after <= 60
+        assert refused.describe() == "3 failed attempts from this IP address per minute"
+        assert refused.blocked_workspace() is None  # an IP limit is not the workspace's news
+        # A refused attempt is not counted again, and other IPs are untouched.
+        await rl.settle(refused, "RATE_LIMITED")
+        assert (await rl.admit("10.0.0.2", "W1", checked=True)).blocked is None
+        assert rl.rejections["failed_per_ip"] == 1
+
+    asyncio.run(scenario())
+
+
+def test_workspace_limits_count_all_ips_together() -> None:
+    async def scenario() -> None:
+        rl = limiter(failed_per_workspace="4/minute", per_workspace="6/minute")
+        for i in range(4):
+            await rl.settle(await rl.admit(f"10.0.1.{i}", "W", checked=True), "KEY_REVOKED")
+        blocked = await rl.admit("10.0.2.1", "W", checked=True)
+        assert blocked.blocked is not None and blocked.blocked.name == "failed_per_workspace"
+        assert blocked.blocked_workspace() == "W"
+
+        rl = limiter(per_workspace="5/minute")
+        for i in range(5):
+            await rl.settle(await rl.admit(f"10.0.3.{i}", "X", checked=True), "SUCCESS")
+        blocked = await rl.admit("10.0.4.1", "X", checked=True)
+        assert blocked.blocked is not None and blocked.blocked.name == "per_workspace"
+
+    asyncio.run(scenario())
+
+
+def test_requests_answered_before_row_5_are_neither_refused_nor_counted() -> None:
+    async def scenario() -> None:
+        rl = limiter(failed_per_ip="1/minute")
+        await rl.settle(await rl.admit("10.0.0.9", "W", checked=True), "KEY_MISMATCH")
+        early = await rl.admit("10.0.0.9", None, checked=False)  # e.g. a 405
+        assert early.blocked is None
+        assert headers(await rl.settle(early, "METHOD_NOT_ALLOWED"))["x-ratelimit-remaining"] == 0
+        # Store outages are not the caller's failures.
+        rl = limiter(failed_per_ip="1/minute")
+        for _ in range(3):
+            await rl.settle(await rl.admit("10.0.0.8", "W", checked=True), "STORE_UNAVAILABLE")
+        assert (await rl.admit("10.0.0.8", "W", checked=True)).blocked is None
+
+    asyncio.run(scenario())
+
+
+def test_the_headers_describe_the_tightest_limit() -> None:
+    async def scenario() -> None:
+        rl = limiter(failed_per_ip="30/minute", per_workspace="5/hour")
+        got = headers(await rl.settle(await rl.admit("10.0.0.1", "W", checked=True), "SUCCESS"))
+        assert got == {
+            "x-ratelimit-limit": 5,
+            "x-ratelimit-remaining": 4,
+            "x-ratelimit-reset": 3600,
+        }
+
+    asyncio.run(scenario())
+
+
+def test_local_windows_expire_and_sweep() -> None:
+    windows = LocalWindows()
+    now = time.time()
+    assert windows.add("a", 1, now) == 1
+    assert windows.add("a", 1, now + 0.5) == 2
+    assert windows.window("a", now + 0.9) == (2, now + 1)
+    assert windows.window("a", now + 1.0) == (0, now + 1.0)  # the window is over
+    assert windows.add("a", 1, now + 1.1) == 1  # a new window opens
+    windows.add("b", 1, now)
+    windows.add("c", 1, now + windows.SWEEP_EVERY + 5)  # triggers a sweep of expired keys
+    assert len(windows) == 1
+
+
+def test_an_unreachable_redis_falls_back_to_memory_and_shows_in_metrics() -> None:
+    async def scenario() -> None:
+        dead = f"redis://127.0.0.1:{free_port()}/0"
+        rl = RateLimiter(LimitConfig.from_strings({"failed_per_ip": "2/minute"}), dead)
+        metrics = Metrics(CredentialCache(), rl)
+        for _ in range(2):
+            await rl.settle(await rl.admit("10.0.0.1", "W", checked=True), "KEY_MISMATCH")
+        assert (await rl.admit("10.0.0.1", "W", checked=True)).blocked is not None
+        assert rl.backend == "memory (Redis unreachable)" and rl.fallbacks == 1
+        text = metrics.render().decode()
+        assert "moeconnect_ratelimit_fallback 1.0" in text
+        assert 'moeconnect_ratelimit_rejections_total{limit="failed_per_ip"} 1.0' in text
+        await rl.close()
+
+    asyncio.run(scenario())
+
+
+def test_every_endpoint_response_carries_the_rate_limit_headers(tmp_path: Path) -> None:
+    with MoeconnectServer(workdir=tmp_path, args=["--limit-failed-per-ip", "7/minute"]) as server:
+        workspace_id, key = server.workspace_with_key()
+        ip = fresh_loopback()
+        unknown_region = attempt(workspace_id, key)
+        unknown_region["json"]["region"] = "99"
+        with sync_client_from(ip, server.base_url) as client:
+            answers = [
+                client.post(PATH, **attempt(workspace_id, key)),  # 200
+                client.post(PATH, **attempt(workspace_id, key + "x")),  # 401
+                client.get(PATH),  # 405
+                client.post(PATH, content=b"x", headers={"Content-Type": "text/plain"}),  # 415
+                client.post(PATH, json={}),  # 401 AUTH_MISSING
+                client.post(PATH, **unknown_region),  # 400
+            ]
+            statuses = [a.status_code for a in answers]
+            assert statuses == [200, 401, 405, 415, 401, 400]
+            for answer in answers:
+                assert answer.headers["x-ratelimit-limit"] == "7"
+                assert 0 <= int(answer.headers["x-ratelimit-reset"]) <= 60
+            # Two failures counted (the 401 and the 400); the 405/415/AUTH_MISSING were not.
+            assert answers[-1].headers["x-ratelimit-remaining"] == "5"
+        assert "x-ratelimit-limit" not in httpx.get(server.base_url + "/healthz").headers
+
+
+def test_serve_refuses_a_bad_limit() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "moeconnect", "serve", "--limit-failed-per-ip", "many"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--limit-failed-per-ip" in result.stderr and "not a rate limit" in result.stderr
