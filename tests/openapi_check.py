@@ -15,7 +15,8 @@ What it checks, for the operation ``(path, method)`` of the document:
 - every header the response declares ``required`` is present, and every declared header that is
   present validates against its schema (integer schemas are read from the header's text).
 
-A path the document does not describe must answer the shared ``NotFound`` response (404).
+A path the document does not describe must answer the shared ``NotFound`` response (404); a
+described path asked with a method it does not list, the shared ``MethodNotAllowed`` (405).
 Paths with templates (``/admin/v1/workspaces/{workspace_id}``) are matched segment by segment;
 pass ``path`` explicitly to skip the matching.
 """
@@ -120,10 +121,11 @@ def assert_response_matches(
     method = (method or response.request.method).lower()
     found = find_operation(path, method)
     status = str(response.status_code)
-    if found is None:
-        assert document().get("paths", {}).get(path) is None or status == "405", (
-            f"{method.upper()} {path} is not described although the path is"
-        )
+    if found is None and path in document().get("paths", {}):
+        # A documented path asked with a method it doesn't have: the shared 405 response.
+        assert status == "405", f"{method.upper()} {path} is undocumented but answered {status}"
+        spec, location = _deref({"$ref": "#/components/responses/MethodNotAllowed"})
+    elif found is None:
         assert status == "404", f"{method.upper()} {path} is undocumented but answered {status}"
         spec, location = _deref({"$ref": "#/components/responses/NotFound"})
     else:

@@ -42,6 +42,7 @@ __all__ = [
 MAX_BODY = 100 * 1024
 REQUIRED_FIELDS = ("app_id", "app_secret", "source", "region")
 MAX_SOURCE = 64
+_MAX_SHOWN = 12  # the longest region spelling is 6 ("DC-101")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +123,7 @@ def check_transport(
 ) -> BasicCredentials | Failure:
     """Rows 1–4: what can be judged before the body is parsed."""
     if method != "POST":
-        return Failure("METHOD_NOT_ALLOWED", {"method": method[:16]})
+        return Failure("METHOD_NOT_ALLOWED", {"method": method[:16], "allowed": "POST"})
     if body_too_large:
         return Failure("PAYLOAD_TOO_LARGE", {"limit": MAX_BODY})
     if not is_json_media_type(content_type):
@@ -142,8 +143,14 @@ def _same(a: str, b: str) -> bool:
 
 
 def _shown(value: str) -> str:
-    """A user-supplied value safe to echo in a message: short and quoted."""
-    return repr(value[:24] + ("…" if len(value) > 24 else ""))
+    """A user-supplied value safe to echo in a message: short and quoted.
+
+    Only values as short as a region can be are echoed: a partner who pasted the key into the
+    wrong field must not find part of it in an error message (or in a log that stores one).
+    """
+    if len(value) <= _MAX_SHOWN and not has_generated_format(value):
+        return repr(value)
+    return f"of {len(value)} characters (not shown)"
 
 
 def check_payload(

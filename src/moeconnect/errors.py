@@ -35,7 +35,7 @@ CATALOGUE: Final[dict[str, ErrorSpec]] = {
             "METHOD_NOT_ALLOWED",
             405,
             "Method Not Allowed",
-            "Use POST for this endpoint; {method} is not allowed.",
+            "Use {allowed} for this path; {method} is not allowed.",
         ),
         ErrorSpec(
             "PAYLOAD_TOO_LARGE",
@@ -196,7 +196,8 @@ CATALOGUE: Final[dict[str, ErrorSpec]] = {
             "NOT_FOUND",
             404,
             "Not Found",
-            "There is nothing at {path}; the Test Connection API is "
+            # The path is not echoed: a client may have put a key or token in it by mistake.
+            "Nothing is served at this path; the Test Connection API is "
             "POST /v1/integrations/authentication.",
         ),
         # Admin API and dashboard outcomes share the envelope.

@@ -286,3 +286,16 @@ def test_row_18() -> None:
     assert failure.message() == (  # type: ignore[union-attr]
         "App Secret key mismatch. Please login to the dashboard to verify key"
     )
+
+
+@pytest.mark.parametrize("region", [KEY, "a-legacy-secret-key", "moe_data_abc"])
+def test_row_8_never_echoes_a_key_pasted_into_region(region: str) -> None:
+    failure = payload(body(region=region))
+    assert code(failure) == "UNKNOWN_REGION"
+    message = failure.message()  # type: ignore[union-attr]
+    assert "not shown" in message
+    assert not any(region[i : i + 6] in message for i in range(len(region) - 5))
+
+
+def test_row_8_echoes_a_short_region() -> None:
+    assert "'eu-west'" in payload(body(region="eu-west")).message()  # type: ignore[union-attr]

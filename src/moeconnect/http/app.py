@@ -36,10 +36,14 @@ log = logging.getLogger("moeconnect.http")
 
 
 def _error_response(
-    code: str, status: int, request_id: str | None = None, **params: object
+    code: str,
+    status: int,
+    request_id: str | None = None,
+    extra_headers: dict[str, str] | None = None,
+    **params: object,
 ) -> Response:
     request_id = request_id or new_request_id()
-    headers = {"cache-control": "no-store", "x-request-id": request_id}
+    headers = {"cache-control": "no-store", "x-request-id": request_id, **(extra_headers or {})}
     return Response(
         error_body(code, request_id, **params),
         status_code=status,
@@ -87,8 +91,15 @@ async def openapi(request: Request) -> Response:
 async def _not_found(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 404)
     if status == 405:
-        return _error_response("METHOD_NOT_ALLOWED", 405, method=request.method)
-    return _error_response("NOT_FOUND", 404, path=request.url.path[:200])
+        allowed = (getattr(exc, "headers", None) or {}).get("Allow", "GET")
+        return _error_response(
+            "METHOD_NOT_ALLOWED",
+            405,
+            extra_headers={"allow": allowed},
+            method=request.method[:16],
+            allowed=allowed,
+        )
+    return _error_response("NOT_FOUND", 404)
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
