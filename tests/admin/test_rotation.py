@@ -71,7 +71,11 @@ def test_grace_rotation_end_to_end(server: MoeconnectServer) -> None:
         assert connect(server, wid, new_key, "new-tool").status_code == 200
 
         sources = wait_for(
-            lambda: (s := summary())["old-tool"]["last_failure_code"] == "KEY_REVOKED" and s
+            lambda: (
+                (s := summary())["old-tool"]["last_failure_code"] == "KEY_REVOKED"
+                and s["new-tool"]["total"] == 2
+                and s
+            )
         )
         assert sources["old-tool"]["counts"]["KEY_REVOKED"] == 1
         assert sources["new-tool"]["counts"] == {"SUCCESS": 2}

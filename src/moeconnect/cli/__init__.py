@@ -8,6 +8,7 @@ from .. import __version__
 from .check import check
 from .db import db
 from .keys import key
+from .records import log, sources
 from .seed import seed
 from .serve import serve
 from .tokens import token
@@ -22,7 +23,7 @@ def cli() -> None:
     """moeconnect: MoEngage's Test Connection API and the credential system behind it."""
 
 
-for command in (serve, workspace, key, token, db, seed, check):
+for command in (serve, workspace, key, token, db, seed, check, log, sources):
     cli.add_command(command)
 
 

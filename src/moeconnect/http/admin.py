@@ -265,7 +265,7 @@ class AdminAPI:
             context = _Context(request_id, request.state.operator)
             try:
                 response = await handler(request, context)
-            except (_Invalid, InvalidInput) as err:
+            except (_Invalid, InvalidInput, ValueError) as err:
                 return _error("VALIDATION_ERROR", 400, request_id, detail=_sentence(str(err)))
             except NotFound as err:
                 return _error("RESOURCE_NOT_FOUND", 404, request_id, detail=_sentence(str(err)))
@@ -417,9 +417,7 @@ class AdminAPI:
         outcome = _text_param(request, "outcome", 32)
         since = _moment(request, "since")
         until = _moment(request, "until")
-        cursor = _text_param(request, "cursor", 19)
-        if cursor is not None and not cursor.isdigit():
-            raise _Invalid("The parameter cursor is not one this API returned.")
+        cursor = _text_param(request, "cursor", 40)
         await self._workspace(workspace_id)
         page = await self.store.list_attempts(
             workspace_id,

@@ -152,7 +152,7 @@ connection_attempts = Table(
     Column("user_agent", String(256), nullable=True),
     Column("count", Integer(), nullable=False, server_default="1"),
     Column("agg_key", String(400), nullable=True, unique=True),
-    Index("ix_attempts_workspace_id", "workspace_id", "id"),
+    Index("ix_attempts_workspace_time", "workspace_id", "last_at", "id"),
     Index("ix_attempts_workspace_source", "workspace_id", "source", "last_at"),
     Index("ix_attempts_workspace_outcome", "workspace_id", "outcome", "last_at"),
     Index("ix_attempts_workspace_minute", "workspace_id", "minute"),

@@ -146,6 +146,18 @@ def _merge_attempts(a: AttemptRow, b: AttemptRow) -> AttemptRow:
     return replace(last, at=min(a.at, b.at), count=a.count + b.count, id=None)
 
 
+def _cursor(row: AttemptRow) -> str:
+    """Where the next page starts: the last row's time (µs since the epoch) and ID."""
+    return f"{round(row.last_at.timestamp() * 1_000_000)}_{row.id}"
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, int]:
+    micros, _, row_id = cursor.partition("_")
+    if not (micros.isdigit() and row_id.isdigit() and len(micros) <= 17 and len(row_id) <= 19):
+        raise ValueError("the cursor is not one this API returned")
+    return datetime.fromtimestamp(int(micros) / 1_000_000, UTC), int(row_id)
+
+
 def _attempt_row(row: Any) -> AttemptRow:
     return AttemptRow(
         at=row.at,
@@ -667,16 +679,15 @@ class SQLStore:
         if until is not None:
             query = query.where(c.at <= until)
         if cursor is not None:
-            if not cursor.isdigit() or len(cursor) > 19:
-                raise ValueError("the cursor is not one this API returned")
-            query = query.where(c.id < int(cursor))
+            at, after_id = _parse_cursor(cursor)
+            query = query.where(sa.or_(c.last_at < at, sa.and_(c.last_at == at, c.id < after_id)))
         limit = max(1, limit)
-        query = query.order_by(c.id.desc()).limit(limit + 1)
+        query = query.order_by(c.last_at.desc(), c.id.desc()).limit(limit + 1)
         async with self._conn() as conn:
             rows = (await conn.execute(query)).all()
         items = [_attempt_row(r) for r in rows[:limit]]
         more = len(rows) > limit and items
-        return AttemptPage(items, str(items[-1].id) if more else None)
+        return AttemptPage(items, _cursor(items[-1]) if more else None)
 
     async def source_summary(self, workspace_id: str) -> list[SourceSummary]:
         """Per source: first/last seen, last success, last failure and its code, counts by

@@ -39,7 +39,9 @@ def upgrade() -> None:
         sa.Column("count", sa.Integer(), nullable=False, server_default="1"),
         sa.Column("agg_key", sa.String(400), nullable=True, unique=True),
     )
-    op.create_index("ix_attempts_workspace_id", "connection_attempts", ["workspace_id", "id"])
+    op.create_index(
+        "ix_attempts_workspace_time", "connection_attempts", ["workspace_id", "last_at", "id"]
+    )
     op.create_index(
         "ix_attempts_workspace_source", "connection_attempts", ["workspace_id", "source", "last_at"]
     )
@@ -60,7 +62,7 @@ def downgrade() -> None:
         "ix_attempts_workspace_minute",
         "ix_attempts_workspace_outcome",
         "ix_attempts_workspace_source",
-        "ix_attempts_workspace_id",
+        "ix_attempts_workspace_time",
     ):
         op.drop_index(name, "connection_attempts")
     op.drop_table("connection_attempts")

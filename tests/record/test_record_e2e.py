@@ -1,0 +1,123 @@
+"""The record through a real server: CLI output, trusted-proxy client IPs, aggregated 429s."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from moeconnect.testing import MoeconnectServer
+
+ENDPOINT = "/v1/integrations/authentication"
+
+
+def attempt(
+    server: MoeconnectServer,
+    workspace_id: str,
+    key: str,
+    source: str,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    return httpx.post(
+        server.base_url + ENDPOINT,
+        auth=(workspace_id, key),
+        headers={"MOE-APPKEY": workspace_id, "User-Agent": "record-test/1.0", **(headers or {})},
+        json={"app_id": workspace_id, "app_secret": key, "source": source, "region": "01"},
+        timeout=10,
+    )
+
+
+def cli_json(server: MoeconnectServer, *args: str) -> Any:
+    result = server.cli(*args, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def wait_attempts(server: MoeconnectServer, workspace_id: str, total: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 15
+    while True:
+        rows: list[dict[str, Any]] = cli_json(server, "log", workspace_id, "--limit", "1000")[
+            "attempts"
+        ]
+        if sum(r["count"] for r in rows) >= total or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
+
+
+def test_log_and_sources_cli(server: MoeconnectServer) -> None:
+    wid, key = server.workspace_with_key("CLI")
+    for _ in range(3):
+        assert attempt(server, wid, key, "etl").status_code == 200
+    bad = attempt(server, wid, "wrong-key-value", "etl")
+    assert bad.status_code == 401
+    server.generate_key(wid)  # replaces the key etl used
+    rows = wait_attempts(server, wid, 4)
+    assert [(r["outcome"], r["count"]) for r in rows] == [("KEY_MISMATCH", 1), ("SUCCESS", 3)]
+    assert rows[0]["request_id"] == bad.headers["x-request-id"]
+    assert rows[0]["user_agent"] == "record-test/1.0" and rows[0]["client_ip"] == "127.0.0.1"
+
+    only = cli_json(server, "log", wid, "--outcome", "key_mismatch", "--since", "1h")["attempts"]
+    assert [r["outcome"] for r in only] == ["KEY_MISMATCH"]
+    assert cli_json(server, "log", wid, "--source", "nobody")["attempts"] == []
+
+    summary = cli_json(server, "sources", wid)["sources"]
+    assert len(summary) == 1
+    etl = summary[0]
+    assert etl["source"] == "etl" and etl["total"] == 4
+    assert etl["counts"] == {"KEY_MISMATCH": 1, "SUCCESS": 3}
+    assert etl["last_failure_code"] == "KEY_MISMATCH"
+    assert etl["uses_replaced_key"] is True
+
+    table = server.cli("sources", wid)
+    assert table.returncode == 0 and "etl" in table.stdout and "KEY_MISMATCH" in table.stdout
+    assert "still uses replaced key" in table.stderr
+    assert "SUCCESS" in server.cli("log", wid).stdout
+    missing = server.cli("log", "NO_SUCH_WORKSPACE")
+    assert missing.returncode == 1 and "no workspace has ID" in missing.stderr
+    assert server.cli("log", wid, "--since", "whenever").returncode == 2
+
+
+def test_client_ip_from_forwarded_for_only_behind_trusted_proxy(
+    server: MoeconnectServer, tmp_path: Path
+) -> None:
+    spoof = {"X-Forwarded-For": "203.0.113.7"}
+    wid, _ = server.workspace_with_key("Direct")
+    attempt(server, wid, "wrong-key-value", "direct", spoof)
+    rows = wait_attempts(server, wid, 1)
+    assert rows[0]["client_ip"] == "127.0.0.1"  # nobody trusted: the header is ignored
+
+    (tmp_path / "proxied").mkdir()
+    with MoeconnectServer(
+        workdir=tmp_path / "proxied", args=["--trusted-proxy", "127.0.0.1/32"]
+    ) as proxied:
+        wid, _ = proxied.workspace_with_key("Behind a proxy")
+        attempt(proxied, wid, "wrong-key-value", "a", spoof)
+        attempt(
+            proxied, wid, "wrong-key-value", "b", {"X-Forwarded-For": "198.51.100.9, 127.0.0.1"}
+        )
+        attempt(proxied, wid, "wrong-key-value", "c", {"X-Forwarded-For": "not-an-ip"})
+        rows = wait_attempts(proxied, wid, 3)
+        by_source = {r["source"]: r["client_ip"] for r in rows}
+        assert by_source == {"a": "203.0.113.7", "b": "198.51.100.9", "c": "127.0.0.1"}
+
+
+def test_rate_limited_attempts_aggregate_per_ip_and_minute(tmp_path: Path) -> None:
+    args = ["--limit-failed-per-workspace", "5/minute", "--limit-failed-per-ip", "off"]
+    with MoeconnectServer(workdir=tmp_path, args=args) as server:
+        wid, _ = server.workspace_with_key("Limited")
+        codes = [
+            attempt(server, wid, "wrong-key-value", "brute").json()["error"]["code"]
+            for _ in range(20)
+        ]
+        limited = codes.count("RATE_LIMITED")
+        assert limited >= 10 and codes.count("KEY_MISMATCH") == 20 - limited
+        rows = wait_attempts(server, wid, 20)
+        rate_rows = [r for r in rows if r["outcome"] == "RATE_LIMITED"]
+        assert sum(r["count"] for r in rate_rows) == limited
+        assert 1 <= len(rate_rows) <= 2  # one per minute (the run may straddle a minute)
+        assert all(r["aggregated"] and r["client_ip"] == "127.0.0.1" for r in rate_rows)
+        mismatches = [r for r in rows if r["outcome"] == "KEY_MISMATCH"]
+        assert len(mismatches) == 20 - limited and all(r["count"] == 1 for r in mismatches)
