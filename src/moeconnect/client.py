@@ -220,8 +220,18 @@ class _Call:
             },
         )
 
-    def transport_failure(self, error: httpx.TransportError) -> ConnectionResult:
+    def transport_failure(self, error: httpx.RequestError) -> ConnectionResult:
         # httpx's messages name the host and the OS error, never the request's headers or body.
+        if not isinstance(error, httpx.TransportError):  # e.g. a body that fails to decode
+            reason = self.scrub(str(error)) or type(error).__name__
+            return ConnectionResult(
+                ok=False,
+                code=UNEXPECTED_RESPONSE,
+                message=f"The answer from {self.url} could not be read ({reason}).",
+                endpoint=self.url,
+                attempts=self.attempts,
+                waited=round(self.waited, 3),
+            )
         if isinstance(error, httpx.TimeoutException):
             code, what = TIMEOUT, f"no answer within {self.client.timeout:g} seconds"
         elif _is_tls(error):
@@ -430,7 +440,7 @@ class Client(_Base):
             started = time.monotonic()
             try:
                 response = self._http.send(call.request(self._http))
-            except httpx.TransportError as error:
+            except httpx.RequestError as error:
                 return call.transport_failure(error)
             elapsed = time.monotonic() - started
             wait = call.delay(response)
@@ -490,7 +500,7 @@ class AsyncClient(_Base):
             started = time.monotonic()
             try:
                 response = await self._http.send(call.request(self._http))
-            except httpx.TransportError as error:
+            except httpx.RequestError as error:
                 return call.transport_failure(error)
             elapsed = time.monotonic() - started
             wait = call.delay(response)

@@ -239,3 +239,15 @@ def test_the_request_is_exactly_what_the_spec_asks_for() -> None:
         "source": "acme",
         "region": "01",
     }
+
+
+def test_a_body_that_fails_to_decode_is_a_result_not_an_exception() -> None:
+    broken = Answer(
+        200,
+        b"this is not gzip",
+        (("Content-Type", "application/json"), ("Content-Encoding", "gzip")),
+    )
+    with stub_server([broken]) as stub, Client() as client:
+        result = client.test_connection("WS1", "imported-key-1", base_url=stub.base_url)
+    assert (result.ok, result.code) == (False, "UNEXPECTED_RESPONSE")
+    assert "could not be read" in result.message

@@ -378,7 +378,8 @@ def diagnose(
         diag.steps.append(Step("http", False, result.message))
         return diag.fail(
             NETWORK,
-            "The connection broke during the request: check your network or proxy, and retry.",
+            "The connection broke during the request, or its answer was garbled: check your "
+            "network or proxy, and retry.",
         )
     rid = f", request_id {result.request_id}" if result.request_id else ""
     diag.steps.append(
