@@ -315,6 +315,9 @@ class RateLimiter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe
             self._probe = None
+        if self.remote is not None:
+            with contextlib.suppress(*_REDIS_ERRORS):
+                await cast(Redis, self._bridge().get_connection()).aclose()
 
     # -- the hot path -----------------------------------------------------------------------
 
