@@ -270,7 +270,7 @@ def test_exit_5_store_unavailable_on_a_real_server(tmp_path: Path) -> None:
 
 def test_the_key_is_never_an_argument() -> None:
     result = CliRunner().invoke(cli, ["check", "--workspace-id", "WS1", "--key", "x"])
-    assert result.exit_code == 2 and "No such option" in result.output
+    assert result.exit_code == 1 and "No such option" in result.output  # 2 means credentials
 
 
 def test_the_key_from_stdin_as_a_real_subprocess(
@@ -349,7 +349,7 @@ def test_exit_4_untrusted_certificate(tls_server: tuple[MoeconnectServer, Path])
 
 def test_a_too_long_source_is_refused_before_anything_is_sent() -> None:
     result = check("an-imported-key", "--source", "s" * 65)
-    assert result.exit_code == 2 and "1 to 64 characters" in result.output
+    assert result.exit_code == 1 and "1 to 64 characters" in result.output
 
 
 def test_the_key_from_a_hidden_prompt_on_a_terminal(
@@ -410,3 +410,10 @@ def test_exit_4_when_the_configured_proxy_is_down(monkeypatch: pytest.MonkeyPatc
     assert result.exit_code == 4, result.output
     assert steps(result)[-1] == ("tcp", "✗")
     assert f"The proxy 127.0.0.1 port {port} can't be reached" in fix_of(result)
+
+
+def test_the_default_endpoint_is_moengages_for_the_dc() -> None:
+    typo = "moe_data_" + "x" * 38  # caught by its checksum, so nothing leaves the machine
+    code, doc = check_json(typo, "--dc", "2")
+    assert code == 2
+    assert doc["endpoint"] == "https://api-02.moengage.com/v1/integrations/authentication"

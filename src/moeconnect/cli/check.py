@@ -28,9 +28,10 @@ from ._common import emit_json, json_option, read_secret
 
 __all__ = ["EXIT_CODES", "check", "diagnose"]
 
-OK, CREDENTIALS, ENDPOINT, NETWORK, SERVER = 0, 2, 3, 4, 5
+OK, USAGE, CREDENTIALS, ENDPOINT, NETWORK, SERVER = 0, 1, 2, 3, 4, 5
 EXIT_CODES = {
     OK: "connected",
+    USAGE: "usage error",
     CREDENTIALS: "credentials",
     ENDPOINT: "wrong DC or endpoint",
     NETWORK: "network",
@@ -420,7 +421,21 @@ def _print(diag: Diagnosis) -> None:
         click.echo("\nConnection works.")
 
 
-@click.command()
+class _UsageError(click.UsageError):
+    exit_code = USAGE
+
+
+class _CheckCommand(click.Command):
+    """Usage errors exit 1: click's usual 2 would read as "credentials" to a script."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as err:
+            raise _UsageError(err.format_message(), err.ctx) from None
+
+
+@click.command(cls=_CheckCommand)
 @click.option("--dc", default="01", show_default=True, help="Data center of the workspace.")
 @click.option(
     "--workspace-id",
@@ -454,8 +469,8 @@ def check(
     """Test a connection step by step and say what to fix.
 
     The Data API key is read from env MOE_DATA_API_KEY, standard input, or a hidden prompt —
-    never from an argument. Exit codes: 0 connected, 2 credentials, 3 wrong DC or endpoint,
-    4 network, 5 server error or rate limit.
+    never from an argument. Exit codes: 0 connected, 1 usage error, 2 credentials, 3 wrong DC
+    or endpoint, 4 network, 5 server error or rate limit.
     """
     key = read_secret("data API key", "MOE_DATA_API_KEY").strip()
     if not key:
