@@ -386,7 +386,12 @@ class SQLStore:
         async with self._conn(write=True) as conn:
             exists = (
                 await conn.execute(
-                    sa.select(workspaces.c.id).where(workspaces.c.id == workspace_id)
+                    # The workspace row is the lock that serialises key changes on PostgreSQL
+                    # (READ COMMITTED would let two rotations both insert a current key);
+                    # SQLite serialises writers itself and renders no FOR UPDATE.
+                    sa.select(workspaces.c.id)
+                    .where(workspaces.c.id == workspace_id)
+                    .with_for_update()
                 )
             ).first()
             if exists is None:
@@ -440,7 +445,12 @@ class SQLStore:
         async with self._conn(write=True) as conn:
             exists = (
                 await conn.execute(
-                    sa.select(workspaces.c.id).where(workspaces.c.id == workspace_id)
+                    # The workspace row is the lock that serialises key changes on PostgreSQL
+                    # (READ COMMITTED would let two rotations both insert a current key);
+                    # SQLite serialises writers itself and renders no FOR UPDATE.
+                    sa.select(workspaces.c.id)
+                    .where(workspaces.c.id == workspace_id)
+                    .with_for_update()
                 )
             ).first()
             if exists is None:
