@@ -48,7 +48,7 @@ def test_examples_run(server: MoeconnectServer, capsys: pytest.CaptureFixture[st
     headers = {"Authorization": f"Bearer {token}"}
     while time.monotonic() < deadline:
         url = f"{server.base_url}/admin/v1/workspaces/{wid}/sources"
-        if httpx.get(url, headers=headers).json()["sources"] != []:
+        if sum(s["total"] for s in httpx.get(url, headers=headers).json()["sources"]) == 2:
             break
         time.sleep(0.1)
     for source in examples:
