@@ -6,6 +6,7 @@ all of them mean DC ``"01"``.
 
 from __future__ import annotations
 
+import functools
 import re
 
 __all__ = [
@@ -27,8 +28,22 @@ def _canonical(number: str) -> str:
     return number.lstrip("0").rjust(2, "0") if number.strip("0") else "00"
 
 
+@functools.cache
+def _spellings(known: tuple[str, ...]) -> dict[str, str]:
+    """The common spellings of each known DC, for a dictionary look-up on the hot path."""
+    table: dict[str, str] = {}
+    for dc in known:
+        for number in {dc, dc.lstrip("0") or "0"}:
+            for prefix in ("", "dc", "dc-"):
+                table[prefix + number] = dc
+    return table
+
+
 def normalise_region(region: str, known: tuple[str, ...] = DEFAULT_DCS) -> str | None:
     """The canonical DC name for a region string, or ``None`` when it names no known DC."""
+    fast = _spellings(known).get(region.lower())
+    if fast is not None:
+        return fast
     match = _REGION.match(region.strip())
     if match is None:
         return None
