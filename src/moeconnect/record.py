@@ -111,7 +111,7 @@ class ConnectionRecorder:
         self.batch_size = batch_size
         self.max_pending = max_pending
         self.prune_interval = prune_interval
-        self._singles: list[AttemptRow] = []
+        self._singles: list[Attempt] = []  # turned into rows at flush, off the request path
         self._aggregates: dict[str, _Aggregate] = {}
         self._retry: list[AttemptRow] = []  # rows of a failed flush, written first next time
         self._wake: asyncio.Event | None = None
@@ -136,15 +136,11 @@ class ConnectionRecorder:
         """Take one attempt: O(1), no I/O, never raises into the endpoint."""
         outcome = attempt.outcome
         if outcome in _AGGREGATED:
-            key = (
-                f"{outcome}|{attempt.workspace_id}|{attempt.key_id}|"
-                f"{attempt.at.strftime('%Y%m%d%H%M')}|{attempt.source}"
-            )
+            minute = int(attempt.at.timestamp()) // 60
+            key = f"{outcome}|{attempt.workspace_id}|{attempt.key_id}|{minute}|{attempt.source}"
         elif outcome == RATE_LIMITED:
-            key = (
-                f"{outcome}|{attempt.workspace_id or ''}|{attempt.client_ip}|"
-                f"{attempt.at.strftime('%Y%m%d%H%M')}"
-            )
+            minute = int(attempt.at.timestamp()) // 60
+            key = f"{outcome}|{attempt.workspace_id or ''}|{attempt.client_ip}|{minute}"
         else:
             key = ""
         if key:
@@ -159,7 +155,7 @@ class ConnectionRecorder:
         if key:
             self._aggregates[key] = _Aggregate(attempt)
         else:
-            self._singles.append(_row(attempt))
+            self._singles.append(attempt)
         self.recorded += 1
         if self._wake is not None and len(self._singles) + len(self._aggregates) >= self.batch_size:
             self._wake.set()
@@ -221,7 +217,7 @@ class ConnectionRecorder:
 
     def _take(self) -> list[AttemptRow]:
         rows, self._retry = self._retry, []
-        rows.extend(self._singles)
+        rows.extend(_row(a) for a in self._singles)
         self._singles = []
         aggregates, self._aggregates = self._aggregates, {}
         for key, agg in aggregates.items():
