@@ -101,7 +101,7 @@ class ConnectionRecorder:
         *,
         retention: timedelta = DEFAULT_RETENTION,
         flush_interval: float = 0.25,
-        batch_size: int = 2000,
+        batch_size: int = 250,
         max_pending: int = 200_000,
         prune_interval: float = 3600.0,
     ) -> None:
@@ -242,6 +242,9 @@ class ConnectionRecorder:
                     )
                     return False
                 self.written += sum(r.count for r in chunk)
+                # Building a batch's parameters runs on the event loop: small batches with a
+                # yield between them keep each pause to a few milliseconds for the endpoint.
+                await asyncio.sleep(0)
             return True
 
     async def prune(self) -> int:
