@@ -16,9 +16,9 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from sys import intern
-from typing import Any
+from typing import Any, cast
 
-from ..records import CredentialKey, WorkspaceCredentials
+from ..records import CredentialKey, KeyState, WorkspaceCredentials
 from .base import StoreUnavailable
 from .urls import DatabaseURL
 
@@ -72,7 +72,11 @@ def group(rows: Iterable[Row]) -> dict[str, WorkspaceCredentials]:
             intern(head[3]),
             tuple(
                 CredentialKey(
-                    r[4], bytes(r[5]), intern(r[6]), _utc(r[7]), intern(r[8]) if r[8] else None
+                    r[4],
+                    bytes(r[5]),
+                    cast(KeyState, intern(r[6])),
+                    _utc(r[7]),
+                    intern(r[8]) if r[8] else None,
                 )
                 for r in (*current, *earlier)
             ),
