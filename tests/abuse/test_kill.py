@@ -78,7 +78,17 @@ def test_sigkill_during_concurrent_rotations_leaves_one_current_key_per_scope(
         created = server.cli("token", "create", "--name", "kill-test", "--json")
         assert created.returncode == 0, created.stderr
         token = json.loads(created.stdout)["token"]
-        workspaces = [server.workspace_with_key(f"Kill {i}")[0] for i in range(WORKSPACES)]
+        workspaces = []
+        with httpx.Client(
+            base_url=server.base_url, headers={"Authorization": f"Bearer {token}"}
+        ) as admin:
+            for i in range(WORKSPACES):
+                made = admin.post("/admin/v1/workspaces", json={"name": f"Kill {i}"})
+                assert made.status_code == 201, made.text
+                workspace_id = made.json()["workspace_id"]
+                first = admin.post(f"/admin/v1/workspaces/{workspace_id}/keys", json={})
+                assert first.status_code == 201, first.text
+                workspaces.append(workspace_id)
 
         answered, at_kill = asyncio.run(rotate_and_kill(server, token, workspaces))
         assert server.stop() == -signal.SIGKILL

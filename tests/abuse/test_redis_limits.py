@@ -32,7 +32,10 @@ def _metric(base_url: str, name: str) -> float:
 def test_attempts_split_between_two_instances_are_counted_together(
     tmp_path: Path, redis_url: str
 ) -> None:
-    limits = {"MOECONNECT_LIMIT_FAILED_PER_IP": "10/minute"}
+    limits = {
+        "MOECONNECT_LIMIT_FAILED_PER_IP": "10/minute",
+        "MOECONNECT_LIMIT_PER_WORKSPACE": "30/minute",
+    }
     db_url = f"sqlite:///{tmp_path / 'shared.db'}"
     args = ["--redis", redis_url]
     dir_a, dir_b = _dirs(tmp_path)
@@ -40,11 +43,12 @@ def test_attempts_split_between_two_instances_are_counted_together(
         MoeconnectServer(db_url=db_url, env=limits, args=args, workdir=dir_a) as a,
         MoeconnectServer(db_url=db_url, env=limits, args=args, workdir=dir_b) as b,
     ):
+        # Failed attempts per IP: ten failures alternating between the instances (each saw only
+        # five) exhaust the IP's limit on both.
         workspace_id, key = a.workspace_with_key()
         ip = fresh_loopback()  # its counter in the shared Redis starts at zero
         wrong = attempt(workspace_id, key + "x")
         with sync_client_from(ip, a.base_url) as to_a, sync_client_from(ip, b.base_url) as to_b:
-            # Ten failures, alternating between the instances: each saw only five.
             for i in range(10):
                 response = (to_a if i % 2 else to_b).post(PATH, **wrong)
                 assert response.status_code == 401, response.text
@@ -59,25 +63,17 @@ def test_attempts_split_between_two_instances_are_counted_together(
         # Another address is unaffected on both instances.
         with sync_client_from(fresh_loopback(), b.base_url) as other:
             assert other.post(PATH, **attempt(workspace_id, key)).status_code == 200
-        assert _metric(a.base_url, "moeconnect_ratelimit_fallback") == 0
 
-
-def test_workspace_limit_is_shared_too(tmp_path: Path, redis_url: str) -> None:
-    limits = {"MOECONNECT_LIMIT_PER_WORKSPACE": "6/minute"}
-    db_url = f"sqlite:///{tmp_path / 'shared.db'}"
-    args = ["--redis", redis_url]
-    dir_a, dir_b = _dirs(tmp_path)
-    with (
-        MoeconnectServer(db_url=db_url, env=limits, args=args, workdir=dir_a) as a,
-        MoeconnectServer(db_url=db_url, env=limits, args=args, workdir=dir_b) as b,
-    ):
-        workspace_id, key = a.workspace_with_key()  # a new workspace: a fresh counter
-        ok = attempt(workspace_id, key)
+        # All attempts per workspace (a new workspace, a fresh counter): 30 successes from
+        # different addresses, alternating instances, and the 31st is refused on either.
+        workspace_id, key = b.workspace_with_key()
         codes = []
-        for i in range(8):
+        for i in range(32):
             with sync_client_from(fresh_loopback(), (a if i % 2 else b).base_url) as client:
-                codes.append(client.post(PATH, **ok).status_code)
-        assert codes == [200] * 6 + [429] * 2
+                codes.append(client.post(PATH, **attempt(workspace_id, key)).status_code)
+        assert codes == [200] * 30 + [429] * 2
+        assert _metric(a.base_url, "moeconnect_ratelimit_fallback") == 0
+        assert _metric(b.base_url, "moeconnect_ratelimit_fallback") == 0
 
 
 @pytest.mark.skipif(throwaway.redis_bin() is None, reason="redis-server is not installed")

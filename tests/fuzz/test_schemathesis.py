@@ -35,7 +35,7 @@ def test_the_document_is_the_served_one(fuzz_server: MoeconnectServer) -> None:
 
 @schema.parametrize()
 @settings(
-    max_examples=120,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )

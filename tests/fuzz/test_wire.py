@@ -112,7 +112,7 @@ field_values = st.none() | st.integers() | st.text(max_size=70) | st.lists(st.te
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     authorization=st.none() | header_value | st.binary(max_size=80).map(basic),
@@ -142,7 +142,7 @@ def test_any_headers_and_body_get_a_4xx_envelope(
 
 
 @settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     fields=st.fixed_dictionaries(
