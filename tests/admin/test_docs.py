@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import httpx
 import pytest
+from click.testing import CliRunner
 
 from moeconnect.cli import cli
 from moeconnect.testing import MoeconnectServer
@@ -66,8 +67,8 @@ def test_examples_run(server: MoeconnectServer, capsys: pytest.CaptureFixture[st
     assert len(commands) == 4
     for line in commands:
         args = shlex.split(line.replace("WORKSPACE_ID", wid))[1:]
-        result = server.cli(*args)
-        assert result.returncode == 0, (line, result.stderr)
+        result = CliRunner().invoke(cli, [*args, "--db", server.db_url], catch_exceptions=False)
+        assert result.exit_code == 0, (line, result.stderr)
     assert httpx.get(server.base_url + "/openapi.json").json()["paths"].keys() >= {
         "/admin/v1/workspaces",
         "/admin/v1/workspaces/{workspace_id}/sources",
