@@ -40,9 +40,15 @@ def test_retention_setting() -> None:
         parse_retention("1s")
 
 
-def test_counts_exact_and_failures_one_by_one(sqlite_url: str) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return str(request.getfixturevalue(name))
+
+
+def test_counts_exact_and_failures_one_by_one(db_url: str) -> None:
     async def go() -> None:
-        store = open_store(sqlite_url)
+        store = open_store(db_url)
         await store.migrate()
         recorder = ConnectionRecorder(store, flush_interval=0.01, batch_size=50)
         await recorder.start()
