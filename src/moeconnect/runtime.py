@@ -74,11 +74,12 @@ class Runtime:
         )
 
     async def stop(self) -> None:
+        # First, so a failure below can't cost the record's final flush.
+        await self.recorder.stop()
         if self.invalidation is not None:
             await self.invalidation.stop()
         if self.redis is not None:
             await self.redis.aclose()
         await self.limiter.close()
         await self.watcher.stop()
-        await self.recorder.stop()  # the final flush, before the store closes
         await self.store.close()
