@@ -171,6 +171,11 @@ CASES: dict[str, tuple[bytes, int, str]] = {
         401,
         "AUTH_MALFORMED",
     ),
+    "an empty Authorization header and a second one": (
+        request([(b"Authorization", b""), *GOOD_HEADERS], GOOD_BODY),
+        401,
+        "AUTH_MALFORMED",
+    ),
     "credentials that are not UTF-8": (
         request([JSON, (b"Authorization", basic(b"\xff\xfe:\x80key")), (b"MOE-APPKEY", b"x")]),
         401,

@@ -209,7 +209,9 @@ class TestConnectionEndpoint:
             content_type.decode("latin-1") if content_type is not None else None,
             authorization.decode("latin-1") if authorization is not None else None,
         )
-        if repeated_auth and (not isinstance(creds, Failure) or creds.code == "AUTH_MALFORMED"):
+        if repeated_auth and (
+            not isinstance(creds, Failure) or creds.code in ("AUTH_MISSING", "AUTH_MALFORMED")
+        ):
             # Two Authorization headers are ambiguous: an intermediary may have read the other.
             creds = Failure("AUTH_MALFORMED", {"reason": "more than one Authorization header"})
         limiter = self.limiter
