@@ -20,6 +20,7 @@ import asyncio
 import base64
 import json
 import platform
+import signal
 import sqlite3
 import sys
 import tempfile
@@ -209,6 +210,8 @@ def main() -> int:
     parser.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args()
 
+    # SIGTERM (like Ctrl-C) unwinds through the finally below, which stops the server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="moeconnect-soak-"))
     raised = "1000000/minute"
     env = {
