@@ -135,3 +135,26 @@ def test_rate_limited_attempts_aggregate_per_ip_and_minute(tmp_path: Path) -> No
         assert all(r["aggregated"] and r["client_ip"] == "127.0.0.1" for r in rate_rows)
         mismatches = [r for r in rows if r["outcome"] == "KEY_MISMATCH"]
         assert len(mismatches) == 20 - limited and all(r["count"] == 1 for r in mismatches)
+
+
+def test_record_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    env = {"MOECONNECT_SECRET": "a-shared-secret-for-this-test-only"}
+    with MoeconnectServer(workdir=tmp_path, db_url=pg_url, env=env) as server:
+        wid, key = server.workspace_with_key("On PostgreSQL")
+        for i in range(12):
+            attempt(server, wid, key if i % 3 else "wrong-key-value", f"tool-{i % 2}")
+        token = server.run(lambda a: a.create_token("ops")).token
+        headers = {"Authorization": f"Bearer {token}"}
+        deadline = time.monotonic() + 15
+        while True:
+            sources = httpx.get(
+                f"{server.base_url}/admin/v1/workspaces/{wid}/sources", headers=headers
+            ).json()["sources"]
+            if sum(s["total"] for s in sources) == 12 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        counts = {s["source"]: s["counts"] for s in sources}
+        assert counts == {
+            "tool-0": {"SUCCESS": 4, "KEY_MISMATCH": 2},
+            "tool-1": {"SUCCESS": 4, "KEY_MISMATCH": 2},
+        }
