@@ -91,6 +91,11 @@ def test_workspace_lifecycle_and_errors(server: MoeconnectServer) -> None:
             assert response.status_code == 404, response.text
             assert response.json()["error"]["code"] == "RESOURCE_NOT_FOUND"
         assert api.get("/nothing-here").json()["error"]["code"] == "RESOURCE_NOT_FOUND"
+        wrong_method = api.put("/workspaces")
+        assert wrong_method.status_code == 405
+        assert wrong_method.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+        assert set(wrong_method.headers["allow"].split(", ")) >= {"GET", "POST"}
+        assert "PUT is not allowed" in wrong_method.json()["error"]["message"]
 
 
 def test_keys_import_revoke_and_attempts(server: MoeconnectServer) -> None:

@@ -27,7 +27,7 @@ from ..keys import SCOPES, WORKSPACE_ID_PATTERN
 from ..record_views import attempt_json, iso, key_json, summary_json, workspace_json
 from ..records import OperatorToken
 from ..store import Conflict, NotFound, Store, StoreError
-from .responses import error_body, request_id_from
+from .responses import envelope, error_body, request_id_from
 
 __all__ = ["PREFIX", "AdminAPI"]
 
@@ -212,10 +212,14 @@ class AdminAPI:
             ("/workspaces/{workspace_id}/attempts", self.list_attempts, "GET"),
             ("/workspaces/{workspace_id}/sources", self.sources, "GET"),
         ]
+        # One route per path, so a wrong method is answered with every method the path allows.
+        by_path: dict[str, dict[str, Handler]] = {}
+        for path, handler, method in routes:
+            by_path.setdefault(path, {})[method] = handler
         self.router = Router(
             routes=[
-                Route(path, self._guarded(handler), methods=[method])
-                for path, handler, method in routes
+                Route(path, self._guarded(_by_method(handlers)), methods=list(handlers))
+                for path, handlers in by_path.items()
             ]
         )
 
@@ -233,9 +237,18 @@ class AdminAPI:
             request = Request(scope, receive)
             request_id = request_id_from(request.headers.get("x-request-id", "").encode())
             response = await self._authenticated(request, request_id)
+            if response is None and exc.status_code == 405:
+                allow = (exc.headers or {}).get("Allow", "")
+                headers = _headers(request_id)
+                headers["allow"] = allow
+                message = f"Use {allow} for this admin API route; {request.method} is not allowed."
+                response = Response(
+                    envelope("METHOD_NOT_ALLOWED", message, request_id),
+                    status_code=405,
+                    media_type="application/json",
+                    headers=headers,
+                )
             if response is None:
-                if exc.status_code == 405:
-                    raise
                 response = _error(
                     "RESOURCE_NOT_FOUND",
                     404,
@@ -445,6 +458,14 @@ class AdminAPI:
             {"workspace_id": workspace_id, "sources": [summary_json(s) for s in summary]},
             ctx.request_id,
         )
+
+
+def _by_method(handlers: dict[str, Handler]) -> Handler:
+    async def dispatch(request: Request, ctx: _Context) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request, ctx)
+
+    return dispatch
 
 
 def _sentence(text: str) -> str:
