@@ -73,22 +73,33 @@ def _minute(moment: datetime) -> datetime:
     return moment.replace(second=0, microsecond=0)
 
 
+def _clean(value: str | None, limit: int) -> str | None:
+    """Fit a column: at most ``limit`` characters and no NUL (PostgreSQL refuses it in text).
+
+    The record holds what callers sent (a workspace ID from a Basic header, a user agent); one
+    unstorable value must not poison a whole batch.
+    """
+    if value is None:
+        return None
+    return value.replace("\x00", "")[:limit]
+
+
 def _row(attempt: Attempt, count: int = 1, agg_key: str | None = None) -> AttemptRow:
     return AttemptRow(
         at=attempt.at,
         last_at=attempt.at,
         minute=_minute(attempt.at),
-        request_id=attempt.request_id,
-        workspace_id=attempt.workspace_id,
-        dc=attempt.dc,
-        source=attempt.source,
-        outcome=attempt.outcome,
-        key_id=attempt.key_id,
+        request_id=_clean(attempt.request_id, 32) or "",
+        workspace_id=_clean(attempt.workspace_id, 64),
+        dc=_clean(attempt.dc, 8),
+        source=_clean(attempt.source, 64),
+        outcome=_clean(attempt.outcome, 32) or "",
+        key_id=_clean(attempt.key_id, 32),
         stale=attempt.outcome == STALE_SUCCESS,
-        client_ip=attempt.client_ip,
-        user_agent=attempt.user_agent,
+        client_ip=_clean(attempt.client_ip, 64),
+        user_agent=_clean(attempt.user_agent, 256),
         count=count,
-        agg_key=agg_key,
+        agg_key=_clean(agg_key, 400),
     )
 
 
@@ -235,17 +246,48 @@ class ConnectionRecorder:
                     await self.store.add_attempts(chunk)
                 except (StoreError, OSError) as err:
                     self.flush_failures += 1
-                    self._retry = rows[start:] + self._retry
-                    log.warning(
-                        "connection record flush failed; will retry",
-                        extra={"error": str(err)[:200], "queue_depth": self.queue_depth},
-                    )
-                    return False
+                    if not await self._reachable():
+                        self._retry = rows[start:] + self._retry
+                        log.warning(
+                            "connection record flush failed; will retry",
+                            extra={"error": str(err)[:200], "queue_depth": self.queue_depth},
+                        )
+                        return False
+                    # The store answers, so it refused the rows: write them one by one, and
+                    # count (never silently lose) any it still refuses.
+                    await self._write_one_by_one(chunk)
+                    continue
                 self.written += sum(r.count for r in chunk)
                 # Building a batch's parameters runs on the event loop: small batches with a
                 # yield between them keep each pause to a few milliseconds for the endpoint.
                 await asyncio.sleep(0)
             return True
+
+    async def _reachable(self) -> bool:
+        try:
+            await self.store.ping()
+        except (StoreError, OSError):
+            return False
+        return True
+
+    async def _write_one_by_one(self, chunk: list[AttemptRow]) -> None:
+        for row in chunk:
+            try:
+                await self.store.add_attempts([row])
+            except (StoreError, OSError) as err:
+                self.dropped += row.count
+                log.error(
+                    "connection record row refused by the store; dropped",
+                    extra={
+                        "error": str(err)[:200],
+                        "request_id": row.request_id,
+                        "outcome": row.outcome,
+                        "attempts": row.count,
+                        "dropped_total": self.dropped,
+                    },
+                )
+            else:
+                self.written += row.count
 
     async def prune(self) -> int:
         """Delete rows older than the retention period; returns how many went."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from moeconnect.config import ConfigError
-from moeconnect.record import DEFAULT_RETENTION, ConnectionRecorder, parse_retention
+from moeconnect.record import DEFAULT_RETENTION, ConnectionRecorder, _row, parse_retention
 from moeconnect.records import Attempt
 from moeconnect.store import open_store
 
@@ -123,6 +124,28 @@ def test_prune_follows_retention(sqlite_url: str) -> None:
         assert await recorder.prune() == 1
         page = await store.list_attempts("W1")
         assert [r.request_id for r in page.items] == ["req00000002"]
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_unstorable_values_are_cleaned_and_bad_rows_do_not_poison_a_batch(db_url: str) -> None:
+    async def go() -> None:
+        store = open_store(db_url)
+        await store.migrate()
+        recorder = ConnectionRecorder(store)
+        odd = "W\x00" + "x" * 100  # from a Basic header: NUL and too long for the column
+        recorder.record(dataclasses.replace(attempt(1, "KEY_MALFORMED"), workspace_id=odd))
+        recorder.record(attempt(2, "KEY_MISMATCH"))
+        # A row no store accepts (outcome is NOT NULL), as a bug elsewhere might produce.
+        poison = dataclasses.replace(_row(attempt(3, "KEY_MISMATCH")), outcome=None)
+        recorder._retry.append(poison)  # type: ignore[arg-type]
+        assert await recorder.flush() is True
+        assert recorder.queue_depth == 0
+        assert recorder.written == 2 and recorder.dropped == 1
+        cleaned = await store.list_attempts("W" + "x" * 63)
+        assert [r.outcome for r in cleaned.items] == ["KEY_MALFORMED"]
+        assert [r.request_id for r in (await store.list_attempts("W1")).items] == ["req00000002"]
         await store.close()
 
     asyncio.run(go())
