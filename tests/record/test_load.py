@@ -175,13 +175,13 @@ def test_sigterm_under_load_loses_no_answered_attempt(tmp_path: Path) -> None:
                         answered_failures.add(response.headers["x-request-id"])
 
             async def terminate() -> None:
-                while next(counter) < 1500:  # let the load build up first
+                while next(counter) < 600:  # let the load build up first
                     await asyncio.sleep(0.05)
                 assert server.process is not None
                 server.process.send_signal(signal.SIGTERM)
 
             async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as c:
-                await asyncio.gather(terminate(), *(worker(c) for _ in range(16)))
+                await asyncio.gather(terminate(), *(worker(c) for _ in range(8)))
 
         uvloop.run(load())
         assert server.process is not None

@@ -122,10 +122,17 @@ def test_rate_limited_attempts_aggregate_per_ip_and_minute(tmp_path: Path) -> No
     args = ["--limit-failed-per-workspace", "5/minute", "--limit-failed-per-ip", "off"]
     with MoeconnectServer(workdir=tmp_path, args=args) as server:
         wid, _ = server.workspace_with_key("Limited")
-        codes = [
-            attempt(server, wid, "wrong-key-value", "brute").json()["error"]["code"]
-            for _ in range(20)
-        ]
+        with httpx.Client(base_url=server.base_url, timeout=10) as client:
+            body = {"app_id": wid, "app_secret": "wrong-key-value", "source": "brute"}
+            codes = [
+                client.post(
+                    ENDPOINT,
+                    auth=(wid, "wrong-key-value"),
+                    headers={"MOE-APPKEY": wid},
+                    json={**body, "region": "01"},
+                ).json()["error"]["code"]
+                for _ in range(20)
+            ]
         limited = codes.count("RATE_LIMITED")
         assert limited >= 10 and codes.count("KEY_MISMATCH") == 20 - limited
         rows = wait_attempts(server, wid, 20)
