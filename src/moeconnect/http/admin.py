@@ -35,6 +35,7 @@ PREFIX = "/admin/v1"
 RETRY_AFTER = 5
 MAX_LIMIT = 1000
 MAX_BODY = 64 * 1024
+_RACE = "another key of this scope was stored at the same moment; list the keys, then retry"
 
 log = logging.getLogger("moeconnect.admin")
 
@@ -278,7 +279,7 @@ class AdminAPI:
             context = _Context(request_id, request.state.operator)
             try:
                 response = await handler(request, context)
-            except (_Invalid, InvalidInput, ValueError) as err:
+            except (_Invalid, InvalidInput) as err:
                 return _error("VALIDATION_ERROR", 400, request_id, detail=_sentence(str(err)))
             except NotFound as err:
                 return _error("RESOURCE_NOT_FOUND", 404, request_id, detail=_sentence(str(err)))
@@ -384,7 +385,11 @@ class AdminAPI:
         body = await _body(request, optional=True)
         _only(body, ("scope", "grace"))
         scope = _scope(_string(body, "scope"))
-        new = await self.accounts.generate_key(workspace_id, scope, _grace(_string(body, "grace")))
+        grace = _grace(_string(body, "grace"))
+        try:
+            new = await self.accounts.generate_key(workspace_id, scope, grace)
+        except Conflict:
+            raise Conflict(_RACE) from None
         rotation = new.rotation
         document = {
             "key": new.key,
@@ -401,9 +406,11 @@ class AdminAPI:
         key = _string(body, "key", required=True)
         assert key is not None
         scope = _scope(_string(body, "scope"))
-        rotation = await self.accounts.import_key(
-            workspace_id, key, scope, _grace(_string(body, "grace"))
-        )
+        grace = _grace(_string(body, "grace"))
+        try:
+            rotation = await self.accounts.import_key(workspace_id, key, scope, grace)
+        except Conflict:
+            raise Conflict(_RACE) from None
         document = {
             **key_json(rotation.key),
             "previous_key_id": rotation.previous_key_id,
@@ -432,15 +439,18 @@ class AdminAPI:
         until = _moment(request, "until")
         cursor = _text_param(request, "cursor", 40)
         await self._workspace(workspace_id)
-        page = await self.store.list_attempts(
-            workspace_id,
-            source=source,
-            outcome=outcome.upper() if outcome else None,
-            since=since,
-            until=until,
-            limit=limit,
-            cursor=cursor,
-        )
+        try:
+            page = await self.store.list_attempts(
+                workspace_id,
+                source=source,
+                outcome=outcome.upper() if outcome else None,
+                since=since,
+                until=until,
+                limit=limit,
+                cursor=cursor,
+            )
+        except ValueError as err:  # a cursor this API did not hand out
+            raise _Invalid(_sentence(str(err))) from None
         return _json(
             {
                 "workspace_id": workspace_id,
