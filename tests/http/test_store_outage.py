@@ -90,16 +90,37 @@ def test_database_file_removed(running: MoeconnectServer) -> None:
     _assert_recovered(running, wid, key)
 
 
+def _set_aside(db: Path) -> list[tuple[Path, Path]]:
+    """Move the database and its -wal/-shm aside together (the WAL may hold the newest rows; a
+    WAL left beside a foreign file can be reset by whoever opens it)."""
+    moved = []
+    for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        if path.exists():
+            kept = path.with_name("kept-" + path.name)
+            path.rename(kept)
+            moved.append((path, kept))
+    return moved
+
+
+def _put_back(moved: list[tuple[Path, Path]]) -> None:
+    for path, _ in moved:
+        path.unlink(missing_ok=True)
+    db = moved[0][0]
+    for stray in (Path(f"{db}-wal"), Path(f"{db}-shm")):
+        stray.unlink(missing_ok=True)
+    for path, kept in moved:
+        kept.rename(path)
+
+
 def test_database_file_replaced_by_a_non_database(running: MoeconnectServer) -> None:
     requests, (wid, key) = _requests(running)
     db = _db(running)
-    keep = db.with_name("kept.db")
-    db.rename(keep)
+    moved = _set_aside(db)
     garbage = db.with_name("garbage")
     garbage.write_bytes(b"this is not an SQLite database\n" * 200)
     garbage.replace(db)  # atomically, as a careless deploy script would
     _assert_store_unavailable(running, requests)
-    keep.replace(db)
+    _put_back(moved)
     _assert_recovered(running, wid, key)
 
 
@@ -107,13 +128,12 @@ def test_database_file_replaced_by_an_empty_file(running: MoeconnectServer) -> N
     """SQLite opens an empty file as an empty database: no tables, so still no store."""
     requests, (wid, key) = _requests(running)
     db = _db(running)
-    keep = db.with_name("kept.db")
-    db.rename(keep)
+    moved = _set_aside(db)
     db.touch()
     _assert_store_unavailable(running, requests)
     with sqlite3.connect(db) as conn:  # the server did not create a schema in it behind our back
         assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)
-    keep.replace(db)
+    _put_back(moved)
     _assert_recovered(running, wid, key)
 
 
