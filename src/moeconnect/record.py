@@ -244,7 +244,7 @@ class ConnectionRecorder:
                 chunk = rows[start : start + self.batch_size]
                 try:
                     await self.store.add_attempts(chunk)
-                except (StoreError, OSError) as err:
+                except Exception as err:  # a store error, or a surprise: never lose the rows
                     self.flush_failures += 1
                     if not await self._reachable():
                         self._retry = rows[start:] + self._retry
@@ -274,7 +274,7 @@ class ConnectionRecorder:
         for row in chunk:
             try:
                 await self.store.add_attempts([row])
-            except (StoreError, OSError) as err:
+            except Exception as err:
                 self.dropped += row.count
                 log.error(
                     "connection record row refused by the store; dropped",
@@ -293,7 +293,7 @@ class ConnectionRecorder:
         """Delete rows older than the retention period; returns how many went."""
         try:
             removed = await self.store.prune_attempts(datetime.now(UTC) - self.retention)
-        except StoreError as err:
+        except Exception as err:  # the writer's loop must outlive any failure here
             log.warning("connection record prune failed", extra={"error": str(err)[:200]})
             return 0
         if removed:
