@@ -140,6 +140,37 @@ def _attempt_values(row: AttemptRow) -> dict[str, Any]:
     }
 
 
+_ATTEMPT_SQL: dict[tuple[str, bool], tuple[str, tuple[str, ...]]] = {}
+
+
+def _sqlite_datetime(moment: datetime) -> str:
+    """The exact text SQLAlchemy's SQLite DATETIME stores, so comparisons stay consistent."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _driver_rows(
+    dialect: sa.Dialect, order: tuple[str, ...], rows: list[dict[str, Any]]
+) -> list[tuple[Any, ...]]:
+    """Parameter tuples in the driver's own representation of each type."""
+    sqlite = dialect.name == "sqlite"
+    out = []
+    for values in rows:
+        row = []
+        for name in order:
+            value = values[name]
+            if isinstance(value, datetime):
+                value = (
+                    _sqlite_datetime(value)
+                    if sqlite
+                    else value.astimezone(UTC).replace(tzinfo=None)
+                )
+            elif sqlite and isinstance(value, bool):
+                value = int(value)
+            row.append(value)
+        out.append(tuple(row))
+    return out
+
+
 def _merge_attempts(a: AttemptRow, b: AttemptRow) -> AttemptRow:
     """Two aggregates of the same key as one: counts add, the later attempt's details win."""
     last = b if a.last_at <= b.last_at else a
@@ -639,12 +670,31 @@ class SQLStore:
         if not singles and not aggregates:
             return
         async with self._conn(write=True) as conn:
+            # Driver-level executemany: SQLAlchemy's per-row parameter processing runs on the
+            # event loop and would cost the endpoint more than the write itself.
             if singles:
-                await conn.execute(connection_attempts.insert(), singles)
+                sql, order = self._compiled_attempt_statement(conn, upsert=False)
+                await conn.exec_driver_sql(sql, _driver_rows(conn.dialect, order, singles))
             if aggregates:
-                await conn.execute(
-                    self._upsert_attempts(), [_attempt_values(r) for r in aggregates.values()]
-                )
+                sql, order = self._compiled_attempt_statement(conn, upsert=True)
+                values = [_attempt_values(r) for r in aggregates.values()]
+                await conn.exec_driver_sql(sql, _driver_rows(conn.dialect, order, values))
+
+    def _compiled_attempt_statement(
+        self, conn: AsyncConnection, *, upsert: bool
+    ) -> tuple[str, tuple[str, ...]]:
+        """The INSERT (or upsert) for this dialect as driver SQL, and its parameter order."""
+        cache_key = (conn.dialect.name, upsert)
+        found = _ATTEMPT_SQL.get(cache_key)
+        if found is None:
+            statement = self._upsert_attempts() if upsert else connection_attempts.insert()
+            columns = [c.name for c in connection_attempts.c if c.name != "id"]
+            compiled = statement.values({name: sa.bindparam(name) for name in columns}).compile(
+                dialect=conn.dialect
+            )
+            order = tuple(compiled.positiontup or ())
+            found = _ATTEMPT_SQL[cache_key] = (str(compiled), order)
+        return found
 
     def _upsert_attempts(self) -> Any:
         insert: Any = (
@@ -881,8 +931,9 @@ class SQLStore:
                 await conn.exec_driver_sql("PRAGMA cache_size=-262144")
 
             def when(moment: datetime) -> Any:
-                naive = moment.astimezone(UTC).replace(tzinfo=None)
-                return naive.isoformat(sep=" ") if dialect.name == "sqlite" else naive
+                if dialect.name == "sqlite":
+                    return _sqlite_datetime(moment)
+                return moment.astimezone(UTC).replace(tzinfo=None)
 
             # Only placeholders are interpolated into these statements.
             ws_cols = "id, name, dc, status, created_at, updated_at"
