@@ -1,7 +1,7 @@
 """Flood a server with wrong keys from one address, at a steady rate; print the status counts.
 
-Run as a separate process by the flood test, so the flood's client work does not share an
-interpreter (and its GIL) with the client that measures latency.
+Run as a separate process by the flood test. The requests are prebuilt bytes written to raw
+keep-alive sockets, so the generator costs this machine little CPU beside the server's own work.
 usage: flood.py BASE_URL SOURCE_IP WORKSPACE_ID COUNT RATE CONCURRENCY
 """
 
@@ -10,52 +10,74 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import sys
 import time
 from collections import Counter
+from urllib.parse import urlsplit
 
-import httpx
+
+def request(host: str, workspace_id: str, i: int) -> bytes:
+    key = f"wrong-key-{i:06d}"
+    token = base64.b64encode(f"{workspace_id}:{key}".encode()).decode()
+    body = json.dumps(
+        {"app_id": workspace_id, "app_secret": key, "source": "flood", "region": "01"}
+    ).encode()
+    head = (
+        f"POST /v1/integrations/authentication HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Basic {token}\r\nMOE-APPKEY: {workspace_id}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 async def main(
     base_url: str, ip: str, workspace_id: str, count: int, rate: float, conc: int
 ) -> None:
+    url = urlsplit(base_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
     statuses: Counter[str] = Counter()
     retry_after_missing = 0
     queue: asyncio.Queue[int] = asyncio.Queue()
-    transport = httpx.AsyncHTTPTransport(local_address=ip)
     started = time.monotonic()
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker() -> None:
         nonlocal retry_after_missing
+        reader, writer = await asyncio.open_connection(host, port, local_addr=(ip, 0))
         while True:
             i = await queue.get()
             if i < 0:
+                writer.close()
                 return
-            key = f"wrong-key-{i:06d}"
-            token = base64.b64encode(f"{workspace_id}:{key}".encode()).decode()
-            response = await client.post(
-                "/v1/integrations/authentication",
-                json={"app_id": workspace_id, "app_secret": key, "source": "flood", "region": "01"},
-                headers={"Authorization": f"Basic {token}", "MOE-APPKEY": workspace_id},
+            writer.write(request(url.netloc, workspace_id, i))
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            status = lines[0].split()[1]
+            fields = dict(
+                (name.strip().lower(), value.strip())
+                for name, _, value in (line.partition(":") for line in lines[1:] if line)
             )
-            statuses[str(response.status_code)] += 1
-            if response.status_code == 429 and "retry-after" not in response.headers:
+            await reader.readexactly(int(fields["content-length"]))
+            statuses[status] += 1
+            if status == "429" and "retry-after" not in fields:
                 retry_after_missing += 1
 
-    async with httpx.AsyncClient(base_url=base_url, transport=transport, timeout=30) as client:
-        workers = [asyncio.create_task(worker(client)) for _ in range(conc)]
-        for i in range(count):
-            # A steady rate: attempt i leaves at started + i / rate.
-            delay = started + i / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await queue.put(i)
-            while queue.qsize() > conc:
-                await asyncio.sleep(0.001)
-        for _ in workers:
-            await queue.put(-1)
-        await asyncio.gather(*workers)
+    workers = [asyncio.create_task(worker()) for _ in range(conc)]
+    next_at = started
+    for i in range(count):
+        # A steady rate while running; after a pause (SIGSTOP) no burst to catch up.
+        now = time.monotonic()
+        if next_at > now:
+            await asyncio.sleep(next_at - now)
+        else:
+            next_at = now
+        next_at += 1 / rate
+        await queue.put(i)
+        while queue.qsize() > conc:
+            await asyncio.sleep(0.001)
+    for _ in workers:
+        await queue.put(-1)
+    await asyncio.gather(*workers)
     print(
         json.dumps(
             {
@@ -68,5 +90,9 @@ async def main(
 
 
 if __name__ == "__main__":
+    # A real attacker's requests cost this machine only the server's work. Here the generator
+    # shares two cores with the server and the honest clients, so it yields the CPU to them: the
+    # server still answers every one of its requests, at whatever rate the generator achieves.
+    os.nice(10)
     url, source, workspace, n, per_second, concurrency = sys.argv[1:7]
     asyncio.run(main(url, source, workspace, int(n), float(per_second), int(concurrency)))
