@@ -263,7 +263,7 @@ class RateLimiter:
     """The three limits over local memory or Redis, with fallback to memory when Redis fails.
 
     With Redis, reading the counters is one pipelined round trip (``GET`` + ``TTL`` per limit)
-    and counting is another (``limits``' own increment-and-expire script per limit).
+    and counting is another (``limits``' own increment-and-expire script per limit, pipelined).
     """
 
     def __init__(self, config: LimitConfig, redis_url: str | None = None) -> None:
@@ -412,16 +412,18 @@ class RateLimiter:
         return states
 
     async def _incr_remote(self, windows: list[_Window]) -> list[int]:
-        # INCRBY, then EXPIRE only if the key has none: what limits' incr_expire script does,
-        # pipelined for all limits at once.
+        # limits' own increment-and-expire script (INCRBY, EXPIRE on a new key: works on every
+        # Redis version), queued for all limits in one pipeline; the pipeline loads the script
+        # into Redis when Redis doesn't know it yet.
         bridge = self._bridge()
         pipe = cast(Redis, bridge.get_connection()).pipeline(transaction=False)
         for window in windows:
-            full = bridge.prefixed_key(window.key)
-            pipe.incrby(full, 1)
-            pipe.expire(full, window.item.get_expiry(), nx=True)
-        replies = await pipe.execute()
-        return [int(count) for count in replies[::2]]
+            await bridge.lua_incr_expire(
+                keys=[bridge.prefixed_key(window.key)],
+                args=[window.item.get_expiry(), 1],
+                client=pipe,  # type: ignore[arg-type]  # redis-py queues scripts in pipelines
+            )
+        return [int(count) for count in await pipe.execute()]
 
     def _fall_back(self, err: BaseException) -> None:
         if not self.using_fallback:
