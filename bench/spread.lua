@@ -24,16 +24,3 @@ function request()
   return requests[index]
 end
 
--- Warm-up runs set BENCH_STOP_AFTER to the number of distinct requests, so every workspace is
--- asked once (and cached) before the measured run starts.
-local stop_after = tonumber(os.getenv("BENCH_STOP_AFTER") or "0")
-local seen = 0
-
-function response(status, headers, body)
-  if stop_after > 0 then
-    seen = seen + 1
-    if seen >= stop_after then
-      wrk.thread:stop()
-    end
-  end
-end
