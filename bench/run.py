@@ -313,7 +313,7 @@ def main() -> None:
     parser.add_argument(
         "--big-sample",
         type=int,
-        default=200_000,
+        default=150_000,
         help="distinct workspaces of the big store that wrk cycles through",
     )
     parser.add_argument("--no-big", action="store_true")
