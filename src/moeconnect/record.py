@@ -112,6 +112,7 @@ class ConnectionRecorder:
         *,
         retention: timedelta = DEFAULT_RETENTION,
         flush_interval: float = 0.25,
+        aggregate_interval: float = 5.0,
         batch_size: int = 250,
         max_pending: int = 200_000,
         prune_interval: float = 3600.0,
@@ -119,11 +120,17 @@ class ConnectionRecorder:
         self.store = store
         self.retention = retention
         self.flush_interval = flush_interval
+        self.aggregate_interval = aggregate_interval
         self.batch_size = batch_size
         self.max_pending = max_pending
         self.prune_interval = prune_interval
         self._singles: list[Attempt] = []  # turned into rows at flush, off the request path
         self._aggregates: dict[str, _Aggregate] = {}
+        # Aggregate keys already in the store: only their new counts are waiting, and those
+        # are written every ``aggregate_interval`` instead of every ``flush_interval``.
+        self._stored: dict[str, int] = {}
+        self._fresh = 0  # aggregates not yet in the store at all
+        self._next_full = 0.0
         self._retry: list[AttemptRow] = []  # rows of a failed flush, written first next time
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -165,10 +172,12 @@ class ConnectionRecorder:
             return
         if key:
             self._aggregates[key] = _Aggregate(attempt)
+            if key not in self._stored:
+                self._fresh += 1
         else:
             self._singles.append(attempt)
         self.recorded += 1
-        if self._wake is not None and len(self._singles) + len(self._aggregates) >= self.batch_size:
+        if self._wake is not None and len(self._singles) + self._fresh >= self.batch_size:
             self._wake.set()
 
     def _drop(self) -> None:
@@ -220,26 +229,49 @@ class ConnectionRecorder:
             self._wake.clear()
             if self._stopping:
                 break
-            ok = await self.flush()
+            ok = await self.flush(full=False)
             backoff = self.flush_interval if ok else min(backoff * 2, 5.0)
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + self.prune_interval
                 await self.prune()
 
-    def _take(self) -> list[AttemptRow]:
+    def _take(self, full: bool) -> list[AttemptRow]:
+        """Rows to write now: failures, aggregates new to the store, and (when ``full``, every
+        ``aggregate_interval``) the added counts of aggregates the store already has.
+
+        A workspace/source first seen shows in the record within ``flush_interval``; its later
+        successes in the same minute add up in memory and cost one upsert per interval, not one
+        per request.
+        """
         rows, self._retry = self._retry, []
         rows.extend(_row(a) for a in self._singles)
         self._singles = []
-        aggregates, self._aggregates = self._aggregates, {}
-        for key, agg in aggregates.items():
+        stored = self._stored
+        if full:
+            taken, self._aggregates = self._aggregates, {}
+            # Keys of minutes that are over can't be counted into again.
+            current = int(time.time()) // 60
+            self._stored = {k: m for k, m in stored.items() if m >= current - 1}
+            stored = self._stored
+        else:
+            taken = {k: a for k, a in self._aggregates.items() if k not in stored}
+            for key in taken:
+                del self._aggregates[key]
+        self._fresh = 0
+        for key, agg in taken.items():
             rows.append(replace(_row(agg.template, agg.count, key), at=agg.first))
+            stored[key] = int(agg.first.timestamp()) // 60
         return rows
 
-    async def flush(self) -> bool:
-        """Write everything buffered now; on a store error keep the rest for the next try."""
+    async def flush(self, full: bool = True) -> bool:
+        """Write what is due (everything when ``full``); on a store error keep the rest."""
         lock = self._lock or asyncio.Lock()
         async with lock:
-            rows = self._take()
+            now = time.monotonic()
+            full = self._stopping or full or now >= self._next_full
+            if full:
+                self._next_full = now + self.aggregate_interval
+            rows = self._take(full)
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start : start + self.batch_size]
                 try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 from datetime import datetime
@@ -29,8 +30,15 @@ JSON_HEADERS: list[tuple[bytes, bytes]] = [
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9_-]{8,32}$")
 
 
+# Request IDs must be unique, not secret: a random per-process prefix and a counter, because a
+# getrandom() system call per request showed up as ~7 % of the endpoint's time.
+_ID_PREFIX = secrets.token_urlsafe(6)  # 8 characters, 48 random bits
+_ID_COUNTER = itertools.count(secrets.randbits(36))
+
+
 def new_request_id() -> str:
-    return secrets.token_urlsafe(12)  # 16 URL-safe characters
+    """18 URL-safe characters, unique across processes (random prefix) and within one."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFF:010x}"
 
 
 def request_id_from(header: bytes | None) -> str:
