@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from .config import ConfigError
@@ -54,19 +53,33 @@ def parse_retention(text: str | None) -> timedelta:
 class _Aggregate:
     """A mutable running total, so adding an attempt is a dict lookup and three assignments."""
 
-    __slots__ = ("count", "first", "last", "template")
+    __slots__ = ("count", "first", "last", "minute", "template")
 
     def __init__(self, attempt: Attempt) -> None:
         self.template = attempt
         self.first = attempt.at
         self.last = attempt.at
         self.count = 1
+        self.minute = int(attempt.at.timestamp()) // 60
 
     def add(self, attempt: Attempt) -> None:
         self.count += 1
         if attempt.at >= self.last:
             self.last = attempt.at
             self.template = attempt
+
+
+_Pending = AttemptRow | Attempt | tuple[str, "_Aggregate"]
+
+
+def _build(item: _Pending) -> AttemptRow:
+    """The row for a buffered item: a retried row, a single failure or an aggregate."""
+    if isinstance(item, AttemptRow):
+        return item
+    if isinstance(item, Attempt):
+        return _row(item)
+    key, agg = item
+    return _row(agg.template, agg.count, key, first=agg.first)
 
 
 def _minute(moment: datetime) -> datetime:
@@ -84,9 +97,11 @@ def _clean(value: str | None, limit: int) -> str | None:
     return value.replace("\x00", "")[:limit]
 
 
-def _row(attempt: Attempt, count: int = 1, agg_key: str | None = None) -> AttemptRow:
+def _row(
+    attempt: Attempt, count: int = 1, agg_key: str | None = None, first: datetime | None = None
+) -> AttemptRow:
     return AttemptRow(
-        at=attempt.at,
+        at=first or attempt.at,
         last_at=attempt.at,
         minute=_minute(attempt.at),
         request_id=_clean(attempt.request_id, 32) or "",
@@ -235,16 +250,18 @@ class ConnectionRecorder:
                 next_prune = time.monotonic() + self.prune_interval
                 await self.prune()
 
-    def _take(self, full: bool) -> list[AttemptRow]:
-        """Rows to write now: failures, aggregates new to the store, and (when ``full``, every
+    def _take(self, full: bool) -> list[_Pending]:
+        """What to write now: failures, aggregates new to the store, and (when ``full``, every
         ``aggregate_interval``) the added counts of aggregates the store already has.
 
         A workspace/source first seen shows in the record within ``flush_interval``; its later
         successes in the same minute add up in memory and cost one upsert per interval, not one
-        per request.
+        per request. Only references are moved here; rows are built batch by batch in
+        :meth:`flush`, so no single step holds the event loop for long.
         """
-        rows, self._retry = self._retry, []
-        rows.extend(_row(a) for a in self._singles)
+        items: list[_Pending] = list(self._retry)
+        self._retry = []
+        items.extend(self._singles)
         self._singles = []
         stored = self._stored
         if full:
@@ -259,9 +276,9 @@ class ConnectionRecorder:
                 del self._aggregates[key]
         self._fresh = 0
         for key, agg in taken.items():
-            rows.append(replace(_row(agg.template, agg.count, key), at=agg.first))
-            stored[key] = int(agg.first.timestamp()) // 60
-        return rows
+            items.append((key, agg))
+            stored[key] = agg.minute
+        return items
 
     async def flush(self, full: bool = True) -> bool:
         """Write what is due (everything when ``full``); on a store error keep the rest."""
@@ -271,15 +288,16 @@ class ConnectionRecorder:
             full = self._stopping or full or now >= self._next_full
             if full:
                 self._next_full = now + self.aggregate_interval
-            rows = self._take(full)
-            for start in range(0, len(rows), self.batch_size):
-                chunk = rows[start : start + self.batch_size]
+            items = self._take(full)
+            for start in range(0, len(items), self.batch_size):
+                chunk = [_build(item) for item in items[start : start + self.batch_size]]
                 try:
                     await self.store.add_attempts(chunk)
                 except Exception as err:  # a store error, or a surprise: never lose the rows
                     self.flush_failures += 1
                     if not await self._reachable():
-                        self._retry = rows[start:] + self._retry
+                        rest = [_build(item) for item in items[start + self.batch_size :]]
+                        self._retry = chunk + rest + self._retry
                         log.warning(
                             "connection record flush failed; will retry",
                             extra={"error": str(err)[:200], "queue_depth": self.queue_depth},
