@@ -144,7 +144,7 @@ class ConnectionRecorder:
         # Aggregate keys already in the store: only their new counts are waiting, and those
         # are written every ``aggregate_interval`` instead of every ``flush_interval``.
         self._stored: dict[str, int] = {}
-        self._fresh = 0  # aggregates not yet in the store at all
+        self._fresh: list[str] = []  # keys of aggregates not yet in the store at all
         self._next_full = 0.0
         self._retry: list[AttemptRow] = []  # rows of a failed flush, written first next time
         self._wake: asyncio.Event | None = None
@@ -188,11 +188,11 @@ class ConnectionRecorder:
         if key:
             self._aggregates[key] = _Aggregate(attempt)
             if key not in self._stored:
-                self._fresh += 1
+                self._fresh.append(key)
         else:
             self._singles.append(attempt)
         self.recorded += 1
-        if self._wake is not None and len(self._singles) + self._fresh >= self.batch_size:
+        if self._wake is not None and len(self._singles) + len(self._fresh) >= self.batch_size:
             self._wake.set()
 
     def _drop(self) -> None:
@@ -271,10 +271,9 @@ class ConnectionRecorder:
             self._stored = {k: m for k, m in stored.items() if m >= current - 1}
             stored = self._stored
         else:
-            taken = {k: a for k, a in self._aggregates.items() if k not in stored}
-            for key in taken:
-                del self._aggregates[key]
-        self._fresh = 0
+            aggregates = self._aggregates
+            taken = {k: aggregates.pop(k) for k in self._fresh if k in aggregates}
+        self._fresh = []
         for key, agg in taken.items():
             items.append((key, agg))
             stored[key] = agg.minute
