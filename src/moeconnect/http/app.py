@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -130,6 +131,7 @@ class MoeconnectApp:
         @contextlib.asynccontextmanager
         async def lifespan(app: Starlette) -> AsyncIterator[None]:
             await runtime.start()
+            _tune_garbage_collector()
             try:
                 yield
             finally:
@@ -155,6 +157,19 @@ class MoeconnectApp:
             await self.endpoint(scope, receive, send)
         else:
             await self.starlette(scope, receive, send)
+
+
+def _tune_garbage_collector() -> None:
+    """Keep the cyclic GC from pausing the endpoint.
+
+    Everything built at start-up (modules, SQLAlchemy's tables, the app) is moved out of the
+    collector's sight with ``gc.freeze()``, and generation 0 is collected less often. The
+    endpoint allocates many short-lived, acyclic objects; full collections over a warm credential
+    cache showed up as tens-of-milliseconds pauses in the benchmark's p99.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def create_app(settings: Settings | None = None) -> MoeconnectApp:
