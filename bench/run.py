@@ -263,9 +263,15 @@ def wrk(port: int, requests: Path, seconds: int, connections: int) -> tuple[Resu
         text=True,
         check=True,
     ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    found_rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    p50_text = re.search(r"50%\s+(\S+)", output)
+    p99_text = re.search(r"99%\s+(\S+)", output)
+    if found_rps is None or p50_text is None or p99_text is None:
+        log(f"  wrk reported no completed requests:\n{output}")
+        return Result(0.0, 0.0, 0.0, 1, 0.0), "0"
+    rps = float(found_rps.group(1))
+    p50 = _ms(p50_text.group(1))
+    p99 = _ms(p99_text.group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     sockets = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
