@@ -264,8 +264,9 @@ def wrk(port: int, requests: Path, seconds: int, connections: int) -> tuple[Resu
         check=True,
     ).stdout
     found_rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    p50_text = re.search(r"50%\s+(\S+)", output)
-    p99_text = re.search(r"99%\s+(\S+)", output)
+    # Anchored: "77.50%" in the thread-stats table must not read as the 50th percentile.
+    p50_text = re.search(r"^\s+50%\s+(\S+)\s*$", output, re.MULTILINE)
+    p99_text = re.search(r"^\s+99%\s+(\S+)\s*$", output, re.MULTILINE)
     if found_rps is None or p50_text is None or p99_text is None:
         log(f"  wrk reported no completed requests:\n{output}")
         return Result(0.0, 0.0, 0.0, 1, 0.0), "0"
