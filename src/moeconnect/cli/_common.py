@@ -6,7 +6,6 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from datetime import datetime
 from typing import Any, TypeVar
 
 import click
@@ -14,6 +13,7 @@ import orjson
 
 from ..accounts import Accounts, InvalidInput
 from ..config import DEFAULT_DB, ConfigError, load_secret
+from ..record_views import iso
 from ..store import Conflict, NotFound, Store, StoreUnavailable, open_store
 
 __all__ = [
@@ -88,10 +88,6 @@ async def _with_store(
 def with_accounts(db_url: str, action: Callable[[Accounts], Awaitable[T]]) -> T:
     """Open the store at ``db_url`` (migrating it), run ``action``, close it."""
     return run(_with_store(db_url, action))
-
-
-def iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
 def emit_json(document: Any) -> None:

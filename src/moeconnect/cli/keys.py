@@ -9,6 +9,7 @@ import click
 from ..accounts import Accounts, NewKey
 from ..durations import parse_duration
 from ..keys import SCOPES
+from ..record_views import key_json
 from ..records import ApiKey, RotationResult
 from ._common import (
     db_option,
@@ -41,20 +42,6 @@ def _grace(value: str | None) -> timedelta | None:
     except ValueError as err:
         fail(str(err), 2)
     raise AssertionError("unreachable")
-
-
-def key_json(item: ApiKey) -> dict[str, object]:
-    return {
-        "key_id": item.id,
-        "workspace_id": item.workspace_id,
-        "scope": item.scope,
-        "hint": item.hint,
-        "origin": item.origin,
-        "state": item.state,
-        "created_at": iso(item.created_at),
-        "ended_at": iso(item.ended_at),
-        "ended_how": item.ended_how,
-    }
 
 
 def _rotation_text(result: RotationResult) -> str | None:

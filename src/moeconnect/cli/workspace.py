@@ -7,21 +7,11 @@ import sys
 import click
 
 from ..accounts import Accounts
+from ..record_views import workspace_json
 from ..records import Workspace
 from ._common import db_option, emit_json, iso, json_option, print_table, with_accounts
 
 __all__ = ["workspace", "workspace_json"]
-
-
-def workspace_json(ws: Workspace) -> dict[str, object]:
-    return {
-        "workspace_id": ws.id,
-        "name": ws.name,
-        "dc": ws.dc,
-        "status": ws.status,
-        "created_at": iso(ws.created_at),
-        "updated_at": iso(ws.updated_at),
-    }
 
 
 def _show(ws: Workspace, as_json: bool) -> None:
