@@ -328,6 +328,11 @@ def main() -> None:
     parser.add_argument("--no-big", action="store_true")
     parser.add_argument("--no-pg", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="don't update docs/benchmarks.md")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated contender names to run (implies --no-write); for development",
+    )
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     moe = [
@@ -340,20 +345,8 @@ def main() -> None:
         "--log-level",
         "warning",
     ]
-    uvicorn = [
-        str(BIN / "uvicorn"),
-        "--port",
-        "{port}",
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--workers",
-        "1",
-    ]
+    # The peers run on moeconnect's own server stack (bench/peers/serve.py).
+    peer = [sys.executable, str(ROOT / "bench" / "peers" / "serve.py")]
 
     small_url, small_creds, _ = sqlite_store(args.workspaces)
     contenders = [
@@ -366,12 +359,12 @@ def main() -> None:
         ),
         Contender(
             "bare ASGI",
-            [*uvicorn, "--app-dir", str(ROOT / "bench"), "peers.bare:app"],
+            [*peer, "peers.bare:app", "{port}"],
             request_file(small_creds, "valid"),
         ),
         Contender(
             "FastAPI peer",
-            [*uvicorn, "--app-dir", str(ROOT / "bench"), "peers.fastapi_peer:app"],
+            [*peer, "peers.fastapi_peer:app", "{port}"],
             request_file(small_creds, "valid"),
             {"PEER_DB": str(peer_db(small_creds))},
         ),
@@ -408,6 +401,18 @@ def main() -> None:
             )
         )
 
+    if args.only:
+        wanted = {name.strip() for name in args.only.split(",")}
+        contenders = [c for c in contenders if c.name in wanted]
+        for _round in range(args.rounds):
+            for contender in contenders:
+                result, startup = measure(contender, args.seconds, args.warmup, args.connections)
+                log(
+                    f"{contender.name}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
+                    f"p99 {result.p99_ms:.2f} ms, errors {result.errors}, "
+                    f"RSS {result.rss_mb:.0f} MB, start-up {startup:.2f} s"
+                )
+        return
     results: dict[str, list[Result]] = {c.name: [] for c in contenders}
     startups: dict[str, list[float]] = {c.name: [] for c in contenders}
     for round_number in range(1, args.rounds + 1):

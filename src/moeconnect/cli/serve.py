@@ -155,7 +155,7 @@ def serve(
         os.environ["MOECONNECT_REDIS"] = redis_url
     if trusted_proxies:
         os.environ["MOECONNECT_TRUSTED_PROXIES"] = ",".join(trusted_proxies)
-    from ..http.protocol import BoundedHttpToolsProtocol
+    from ..http.server import uvicorn_options
     from ..logs import configure_logging
 
     configure_logging(log_level)
@@ -165,16 +165,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        loop="uvloop",
-        # httptools, with request heads bounded and protocol errors in the JSON envelope.
-        http=BoundedHttpToolsProtocol,
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        # Client addresses are resolved by moeconnect itself, only from --trusted-proxy peers.
-        proxy_headers=False,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
-        timeout_graceful_shutdown=10,
+        **uvicorn_options(),
     )

@@ -1,0 +1,29 @@
+"""The server stack every moeconnect process runs on: uvicorn, uvloop and httptools.
+
+One place for uvicorn's options, so ``moeconnect serve`` and the benchmark's peers
+(``bench/peers/``) run on exactly the same stack.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .protocol import BoundedHttpToolsProtocol
+
+__all__ = ["uvicorn_options"]
+
+
+def uvicorn_options() -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.run`` that don't depend on the command line."""
+    return {
+        "loop": "uvloop",
+        # httptools, with request heads bounded and protocol errors in the JSON envelope.
+        "http": BoundedHttpToolsProtocol,
+        "lifespan": "on",
+        "access_log": False,
+        "log_config": None,
+        "server_header": False,
+        # Client addresses are resolved by moeconnect itself, only from --trusted-proxy peers.
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": 10,
+    }
