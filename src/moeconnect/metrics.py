@@ -1,9 +1,11 @@
 """Prometheus metrics of one server process, served at ``/metrics``.
 
-Per request the endpoint pays one counter increment and one histogram observation
-(:meth:`Metrics.observe`). Everything else — cache hits and misses, rate-limit rejections, the
-Redis fallback, the connection record's queue depth — is already counted by its owner as a plain
-integer and only read when Prometheus scrapes.
+Per request the endpoint pays two integer increments and a bisection (:meth:`Metrics.observe`):
+the attempt counts and the latency histogram are plain Python numbers, turned into Prometheus
+families only when Prometheus scrapes (prometheus-client's own ``Counter`` and ``Histogram`` take
+a lock and walk the buckets on every call, several times the cost). Everything else — cache hits
+and misses, rate-limit rejections, the Redis fallback, the connection record's queue depth — is
+already counted by its owner as a plain integer and only read when Prometheus scrapes.
 
 Each process has its own registry. With ``moeconnect serve --workers N`` every worker keeps its
 own numbers and a scrape reaches whichever worker accepts the connection, so counters appear to
@@ -14,17 +16,17 @@ writes every sample to memory-mapped files, which the hot path should not pay fo
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    disable_created_metrics,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics
 from prometheus_client.exposition import generate_latest
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
@@ -79,30 +81,21 @@ class Metrics:
         # be written, or None when there is no record.
         self.queue_depth = queue_depth
         self.registry = CollectorRegistry()
-        self.attempts = Counter(
-            "moeconnect_attempts",
-            "Test Connection attempts, by outcome code.",
-            ["code"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "moeconnect_request_duration_seconds",
-            "Time from receiving a Test Connection request to sending its response.",
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self._by_code = {code: self.attempts.labels(code=code) for code in _ENDPOINT_CODES}
-        self._observe = self.latency.observe
+        # Attempts by outcome code, and the latency histogram's per-bucket (not cumulative)
+        # counts, the last slot being +Inf; read by _StateCollector at scrape time.
+        self.attempts: dict[str, int] = dict.fromkeys(_ENDPOINT_CODES, 0)
+        self.buckets: list[int] = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
         self.registry.register(_StateCollector(self))
         ProcessCollector(registry=self.registry)
 
     def observe(self, code: str, seconds: float) -> None:
         """One answered attempt: its outcome code and how long it took."""
-        child = self._by_code.get(code)
-        if child is None:
-            child = self._by_code[code] = self.attempts.labels(code=code)
-        child.inc()
-        self._observe(seconds)
+        attempts = self.attempts
+        attempts[code] = attempts.get(code, 0) + 1
+        # bisect_left: a value equal to a bound belongs to that bucket (Prometheus' "le").
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
 
     def render(self) -> bytes:
         """The text exposition format."""
@@ -116,7 +109,26 @@ class _StateCollector(Collector):
         self.metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
-        cache = self.metrics.cache
+        metrics = self.metrics
+        attempts = CounterMetricFamily(
+            "moeconnect_attempts", "Test Connection attempts, by outcome code.", labels=["code"]
+        )
+        for code, count in list(metrics.attempts.items()):
+            attempts.add_metric([code], count)
+        yield attempts
+        cumulative, total = [], 0
+        for bound, count in zip(
+            (*(str(b) for b in LATENCY_BUCKETS), "+Inf"), metrics.buckets, strict=True
+        ):
+            total += count
+            cumulative.append((bound, total))
+        yield HistogramMetricFamily(
+            "moeconnect_request_duration_seconds",
+            "Time from receiving a Test Connection request to sending its response.",
+            buckets=cumulative,
+            sum_value=metrics.latency_sum,
+        )
+        cache = metrics.cache
         yield CounterMetricFamily(
             "moeconnect_cache_hits", "Credential cache lookups answered.", value=cache.hits
         )
