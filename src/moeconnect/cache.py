@@ -58,6 +58,19 @@ class CredentialCache:
         self.hits += 1
         return loaded, record
 
+    def holds(self, workspace_id: str, record: WorkspaceCredentials) -> bool:
+        """Whether the fresh entry for ``workspace_id`` is ``record`` itself (counted as a hit).
+
+        For the endpoint's warm path, which reuses an answer checked against ``record``: any
+        change to the workspace replaces or drops the entry, so identity means nothing changed.
+        Counts nothing when False: the caller falls back to :meth:`get`, which counts.
+        """
+        entry = self._entries.get(workspace_id)
+        if entry is None or entry[2] is not record or time.monotonic() >= entry[0]:
+            return False
+        self.hits += 1
+        return True
+
     def put(self, record: WorkspaceCredentials, loaded: float | None = None) -> None:
         """Cache ``record``, read from the store starting at monotonic time ``loaded``."""
         if self.ttl <= 0:

@@ -166,11 +166,15 @@ class LocalWindows(Storage):
             return 0, now
         return entry
 
-    def add(self, key: str, expiry: float, now: float, amount: int = 1) -> int:
-        """Count ``amount`` attempts; a new window opens when none is."""
+    def sweep(self, now: float) -> None:
+        """Forget windows that are over, every :attr:`SWEEP_EVERY` seconds at most."""
         if now >= self._next_sweep:
             self._next_sweep = now + self.SWEEP_EVERY
             self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+
+    def add(self, key: str, expiry: float, now: float, amount: int = 1) -> int:
+        """Count ``amount`` attempts; a new window opens when none is."""
+        self.sweep(now)
         entry = self._counts.get(key)
         if entry is None or entry[1] <= now:
             entry = (amount, now + expiry)
@@ -298,6 +302,12 @@ class RateLimiter:
         }
         self._by_ip = [(n, *p) for n, p in parts.items() if n == FAILED_PER_IP]
         self._by_workspace = [(n, *p) for n, p in parts.items() if n != FAILED_PER_IP]
+        # For pass_known(): (by IP?, amount, window seconds, key prefix, key suffix, counts
+        # successes too?) per limit, with nothing left to look up per request.
+        self._known_plan = [
+            (n == FAILED_PER_IP, item.amount, item.get_expiry(), prefix, suffix, n == PER_WORKSPACE)
+            for n, (item, prefix, suffix) in parts.items()
+        ]
         self.enabled = any(
             item is not None
             for item in (config.failed_per_ip, config.failed_per_workspace, config.per_workspace)
@@ -320,6 +330,53 @@ class RateLimiter:
                 await cast(Redis, self._bridge().get_connection()).aclose()
 
     # -- the hot path -----------------------------------------------------------------------
+
+    @property
+    def in_memory(self) -> bool:
+        """Counting in this process's memory right now (no Redis, or Redis unreachable)."""
+        return self.remote is None or self.using_fallback
+
+    def pass_known(
+        self, ip: str | None, workspace: str, failed: bool
+    ) -> list[tuple[bytes, bytes]] | None:
+        """Row 5 and the count, for an attempt whose outcome is already known, in memory only.
+
+        The same arithmetic as :meth:`admit` followed by :meth:`settle`, without their objects:
+        it returns the ``X-RateLimit-*`` headers, or None — having counted nothing — when a limit
+        is exhausted, so the caller takes the full path, which refuses the attempt. Only valid
+        while :attr:`in_memory`.
+        """
+        now = time.time()
+        local = self.local
+        local.sweep(now)
+        counts = local._counts
+        workspace = workspace[:_MAX_ID]
+        best: tuple[int, float, int] | None = None  # (remaining, reset, amount) of the tightest
+        for by_ip, amount, expiry, prefix, suffix, on_success in self._known_plan:
+            ident = ip if by_ip else workspace
+            if not ident:
+                continue
+            key = prefix + ident + suffix
+            entry = counts.get(key)
+            if entry is None or entry[1] <= now:
+                count, end = 0, now + expiry  # an untouched counter: this attempt would open it
+            else:
+                count, end = entry
+            if count >= amount:
+                return None
+            if failed or on_success:
+                count += 1
+                counts[key] = (count, end)
+            remaining = amount - count
+            if best is None or remaining < best[0] or (remaining == best[0] and end > best[1]):
+                best = (remaining, end, amount)
+        if best is None:
+            return []
+        return [
+            (b"x-ratelimit-limit", str(best[2]).encode()),
+            (b"x-ratelimit-remaining", str(best[0]).encode()),
+            (b"x-ratelimit-reset", str(max(0, math.ceil(best[1] - now))).encode()),
+        ]
 
     def _applicable(
         self, ip: str | None, workspace: str | None

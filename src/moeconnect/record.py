@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -28,13 +29,20 @@ from .records import Attempt
 from .store import Store, StoreError
 from .store.base import AttemptRow
 
-__all__ = ["DEFAULT_RETENTION", "ConnectionRecorder", "parse_retention"]
+__all__ = ["DEFAULT_RETENTION", "ConnectionRecorder", "aggregate_key", "parse_retention"]
 
 log = logging.getLogger("moeconnect.record")
 
 DEFAULT_RETENTION = timedelta(days=30)
 RATE_LIMITED = "RATE_LIMITED"
 _AGGREGATED = frozenset((SUCCESS, STALE_SUCCESS))
+
+
+def aggregate_key(
+    outcome: str, workspace_id: str | None, key_id: str | None, minute: int, source: str | None
+) -> str:
+    """The key under which successes of one workspace, key, source and minute add up."""
+    return f"{outcome}|{workspace_id}|{key_id}|{minute}|{source}"
 
 
 def parse_retention(text: str | None) -> timedelta:
@@ -51,9 +59,9 @@ def parse_retention(text: str | None) -> timedelta:
 
 
 class _Aggregate:
-    """A mutable running total, so adding an attempt is a dict lookup and three assignments."""
+    """A mutable running total, so adding an attempt is a dict lookup and a few assignments."""
 
-    __slots__ = ("count", "first", "last", "minute", "template")
+    __slots__ = ("count", "first", "last", "latest", "minute", "template")
 
     def __init__(self, attempt: Attempt) -> None:
         self.template = attempt
@@ -61,12 +69,32 @@ class _Aggregate:
         self.last = attempt.at
         self.count = 1
         self.minute = int(attempt.at.timestamp()) // 60
+        # The latest attempt counted by count_again(), as raw parts: (epoch seconds, request
+        # ID, client IP, User-Agent bytes). The row shows the latest attempt's details.
+        self.latest: tuple[float, str, str | None, bytes | None] | None = None
 
     def add(self, attempt: Attempt) -> None:
         self.count += 1
         if attempt.at >= self.last:
             self.last = attempt.at
             self.template = attempt
+            self.latest = None
+
+    def latest_attempt(self) -> Attempt:
+        """The attempt whose details the row shows."""
+        if self.latest is None:
+            return self.template
+        at, request_id, client_ip, agent = self.latest
+        moment = datetime.fromtimestamp(at, UTC)
+        if moment < self.last:
+            return self.template
+        return dataclasses.replace(
+            self.template,
+            at=moment,
+            request_id=request_id,
+            client_ip=client_ip,
+            user_agent=agent.decode("latin-1")[:256] if agent else None,
+        )
 
 
 _Pending = AttemptRow | Attempt | tuple[str, "_Aggregate"]
@@ -79,7 +107,7 @@ def _build(item: _Pending) -> AttemptRow:
     if isinstance(item, Attempt):
         return _row(item)
     key, agg = item
-    return _row(agg.template, agg.count, key, first=agg.first)
+    return _row(agg.latest_attempt(), agg.count, key, first=agg.first)
 
 
 def _minute(moment: datetime) -> datetime:
@@ -170,7 +198,9 @@ class ConnectionRecorder:
         outcome = attempt.outcome
         if outcome in _AGGREGATED:
             minute = int(attempt.at.timestamp()) // 60
-            key = f"{outcome}|{attempt.workspace_id}|{attempt.key_id}|{minute}|{attempt.source}"
+            key = aggregate_key(
+                outcome, attempt.workspace_id, attempt.key_id, minute, attempt.source
+            )
         elif outcome == RATE_LIMITED:
             minute = int(attempt.at.timestamp()) // 60
             key = f"{outcome}|{attempt.workspace_id or ''}|{attempt.client_ip}|{minute}"
@@ -194,6 +224,27 @@ class ConnectionRecorder:
         self.recorded += 1
         if self._wake is not None and len(self._singles) + len(self._fresh) >= self.batch_size:
             self._wake.set()
+
+    def count_again(
+        self,
+        key: str,
+        at: float,
+        request_id: str,
+        client_ip: str | None,
+        user_agent: bytes | None,
+    ) -> bool:
+        """Count one more success into the buffered aggregate ``key`` (see :func:`aggregate_key`).
+
+        The endpoint's cheapest path: no :class:`Attempt` is built. False when no such aggregate
+        is buffered; the caller then records the attempt with :meth:`record`.
+        """
+        aggregate = self._aggregates.get(key)
+        if aggregate is None:
+            return False
+        aggregate.count += 1
+        aggregate.latest = (at, request_id, client_ip, user_agent)
+        self.recorded += 1
+        return True
 
     def _drop(self) -> None:
         self.dropped += 1

@@ -7,7 +7,6 @@ operations through one :class:`Runtime`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from redis.asyncio import Redis
 
@@ -19,7 +18,6 @@ from .metrics import Metrics
 from .proxies import ClientAddress
 from .ratelimit import LimitConfig, RateLimiter
 from .record import ConnectionRecorder, parse_retention
-from .records import Attempt
 from .store import Store, open_store
 
 __all__ = ["Runtime"]
@@ -51,7 +49,6 @@ class Runtime:
         self.recorder = ConnectionRecorder(
             self.store, retention=parse_retention(settings.record_retention)
         )
-        self.record_attempt: Callable[[Attempt], None] | None = self.recorder.record
         # Abuse limits (SPEC 5): in Redis when configured (own short-timeout pool, so a slow
         # Redis falls back to memory quickly), else in this process's memory.
         self.limiter = RateLimiter(LimitConfig.from_env(), settings.redis_url)

@@ -123,7 +123,7 @@ class MoeconnectApp:
             known_dcs=settings.known_dcs,
             domain=settings.domain,
             client_address=runtime.client_address,
-            record=runtime.record_attempt,
+            recorder=runtime.recorder,
             limiter=runtime.limiter,
             metrics=runtime.metrics,
         )

@@ -3,10 +3,20 @@
 No framework, ORM or model objects per request: headers are read once from the ASGI scope, the
 check table (:mod:`moeconnect.checks`) decides, and the credential cache answers without a
 database round trip when it can. A store failure is a 503, never a 401.
+
+Rows 4 and 6–12 are pure functions of the Authorization and MOE-APPKEY headers, the body and the
+served DC, and integration tools send the same bytes again and again. So a request that passed
+them is remembered under a keyed hash of those bytes (:class:`_Known`: never the bytes, which hold
+the key), with the keyed digest of its key. A repeat skips the Basic decode, the JSON parse, the
+field checks and the key's HMAC; and when the last answer was a success against the very record
+the cache still holds, the repeat is answered from what was sent then (the *warm* path): a hash,
+two dict lookups, the limits and the record's counter.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +32,7 @@ from ..errors import STALE_SUCCESS, SUCCESS
 from ..metrics import Metrics
 from ..proxies import ClientAddress
 from ..ratelimit import Admission, RateLimiter
+from ..record import ConnectionRecorder, aggregate_key
 from ..records import Attempt, WorkspaceCredentials
 from ..store import Store, StoreError
 from .responses import (
@@ -37,9 +48,11 @@ __all__ = ["PATH", "TestConnectionEndpoint"]
 
 PATH = "/v1/integrations/authentication"
 RETRY_AFTER_STORE = 5
-# How long a cached entry is trusted for a *failure* without asking the store again: a key or
-# workspace created by another process a moment ago must work at once.
-_RECHECK_AFTER = 0.05
+
+# At most this many remembered requests; when full, the memo starts again empty (a flood of
+# distinct requests costs the memo its hits, never memory).
+_MEMO_SIZE = 250_000
+_JSON = b"application/json"
 
 log = logging.getLogger("moeconnect.endpoint")
 
@@ -69,6 +82,32 @@ class _Outcome:
         self.extra = extra or []
 
 
+class _Known:
+    """A request whose bytes passed rows 4 and 6–12 before, and what was answered last."""
+
+    __slots__ = ("agg_key", "body", "digest", "key_id", "length", "minute", "record", "request")
+
+    def __init__(self, request: ConnectionRequest, digest: bytes) -> None:
+        # The key itself is not kept: rows 13–18 need only its keyed digest.
+        self.request = ConnectionRequest(request.workspace_id, "", request.source, request.dc)
+        self.digest = digest
+        # Set after a success with a current key (time can't change that answer, only a new
+        # record can): the record it was checked against, and what was sent.
+        self.record: WorkspaceCredentials | None = None
+        self.body = b""
+        self.length = b""
+        self.key_id = ""
+        self.minute = -1  # the minute of agg_key, the record's aggregate for this success
+        self.agg_key = ""
+
+    def remember_success(self, record: WorkspaceCredentials, body: bytes, key_id: str) -> None:
+        self.record = record
+        self.body = body
+        self.length = str(len(body)).encode()
+        self.key_id = key_id
+        self.minute = -1
+
+
 class TestConnectionEndpoint:
     """The ASGI handler of the Test Connection API."""
 
@@ -84,7 +123,7 @@ class TestConnectionEndpoint:
         known_dcs: tuple[str, ...],
         domain: str = "moengage.com",
         client_address: ClientAddress | None = None,
-        record: Callable[[Attempt], None] | None = None,
+        recorder: ConnectionRecorder | None = None,
         limiter: RateLimiter | None = None,
         metrics: Metrics | None = None,
     ) -> None:
@@ -95,9 +134,11 @@ class TestConnectionEndpoint:
         self.known_dcs = known_dcs
         self.domain = domain
         self.client_address = client_address or ClientAddress()
-        self.record = record
+        self.recorder = recorder
         self.limiter = limiter if limiter is not None and limiter.enabled else None
         self.metrics = metrics
+        self._memo: dict[bytes, _Known] = {}
+        self._memo_key = hmac.digest(secret, b"moeconnect request memo", "sha256")
 
     def served_dc(self, host: bytes | None) -> str:
         if len(self.dcs) == 1 or host is None:
@@ -106,7 +147,8 @@ class TestConnectionEndpoint:
         return dc if dc in self.dcs else self.dcs[0]
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
+        # Monotonic: also compared with the cache's load times (see _authenticate).
+        started = time.monotonic()
         authorization = content_type = appkey = host = req_id = agent = forwarded = None
         content_length = -1
         repeated_auth = False
@@ -135,30 +177,59 @@ class TestConnectionEndpoint:
                     content_length = -1
         request_id = request_id_from(req_id)
         dc = self.served_dc(host)
-        source: str | None = None
         client = scope.get("client")
         client_ip = self.client_address.resolve(
             client[0] if client else None, forwarded.decode("latin-1") if forwarded else None
         )
-        limit_headers: list[tuple[bytes, bytes]] = []
+        limit_headers: list[tuple[bytes, bytes]] | None = None
         try:
             method = scope["method"]
             body = b""
             too_large = content_length > checks.MAX_BODY
             if method == "POST" and not too_large:
                 body, too_large = await _read_body(receive)
-            outcome, source, admission = await self._decide(
-                method,
-                too_large,
-                content_type,
-                authorization,
-                appkey,
-                body,
-                dc,
-                request_id,
-                client_ip,
-                repeated_auth,
-            )
+            known: _Known | None = None
+            fingerprint = b""
+            if (
+                content_type == _JSON
+                and authorization is not None
+                and appkey is not None
+                and not repeated_auth
+                and not too_large
+                and method == "POST"
+            ):
+                # Header values can't hold a newline, so the joined bytes are unambiguous.
+                fingerprint = hashlib.blake2b(
+                    authorization + b"\n" + appkey + b"\n" + body,
+                    key=self._memo_key,
+                    digest_size=16,
+                ).digest()
+                known = self._memo.get(fingerprint)
+                if known is not None and known.request.dc != dc:
+                    known = None
+            if known is not None and known.record is not None:
+                warm = await self._warm(known, client_ip, request_id, agent, send, started)
+                if warm:
+                    return
+            if known is not None:
+                outcome, source, admission = await self._decide_known(
+                    known, request_id, client_ip, started
+                )
+            else:
+                outcome, source, admission = await self._decide(
+                    method,
+                    too_large,
+                    content_type,
+                    authorization,
+                    appkey,
+                    body,
+                    dc,
+                    request_id,
+                    client_ip,
+                    repeated_auth,
+                    fingerprint,
+                    started,
+                )
             if admission is not None and self.limiter is not None:
                 limit_headers = await self.limiter.settle(admission, outcome.code)
         except Exception:
@@ -170,13 +241,14 @@ class TestConnectionEndpoint:
             (b"x-request-id", request_id.encode()),
         ]
         headers.extend(outcome.extra)
-        headers.extend(limit_headers)
+        if limit_headers:
+            headers.extend(limit_headers)
         await send({"type": "http.response.start", "status": outcome.status, "headers": headers})
         await send({"type": "http.response.body", "body": outcome.body})
         if self.metrics is not None:
-            self.metrics.observe(outcome.code, time.perf_counter() - started)
-        if self.record is not None:
-            self.record(
+            self.metrics.observe(outcome.code, time.monotonic() - started)
+        if self.recorder is not None:
+            self.recorder.record(
                 Attempt(
                     at=datetime.now(UTC),
                     request_id=request_id,
@@ -190,6 +262,86 @@ class TestConnectionEndpoint:
                 )
             )
 
+    async def _warm(
+        self,
+        known: _Known,
+        client_ip: str | None,
+        request_id: str,
+        agent: bytes | None,
+        send: Send,
+        started: float,
+    ) -> bool:
+        """Answer a repeat of a success from memory; False when the full path must answer.
+
+        It must: when the cache no longer holds the record the success was checked against (a
+        rotation, a revocation or the TTL replaced or dropped it), when the limits live in Redis,
+        or when a limit is exhausted.
+        """
+        request = known.request
+        workspace_id = request.workspace_id
+        limiter = self.limiter
+        if limiter is not None and not limiter.in_memory:
+            return False
+        if known.record is None or not self.cache.holds(workspace_id, known.record):
+            return False
+        limit_headers: list[tuple[bytes, bytes]] = []
+        if limiter is not None:
+            passed = limiter.pass_known(client_ip, workspace_id, failed=False)
+            if passed is None:
+                return False
+            limit_headers = passed
+        headers = [
+            *JSON_HEADERS,
+            (b"content-length", known.length),
+            (b"x-request-id", request_id.encode()),
+            *limit_headers,
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": known.body})
+        if self.metrics is not None:
+            self.metrics.observe(SUCCESS, time.monotonic() - started)
+        recorder = self.recorder
+        if recorder is not None:
+            now = time.time()
+            minute = int(now) // 60
+            if minute != known.minute:
+                known.minute = minute
+                known.agg_key = aggregate_key(
+                    SUCCESS, workspace_id, known.key_id, minute, request.source
+                )
+            if not recorder.count_again(known.agg_key, now, request_id, client_ip, agent):
+                recorder.record(
+                    Attempt(
+                        at=datetime.fromtimestamp(now, UTC),
+                        request_id=request_id,
+                        workspace_id=workspace_id,
+                        dc=request.dc,
+                        source=request.source,
+                        outcome=SUCCESS,
+                        key_id=known.key_id,
+                        client_ip=client_ip,
+                        user_agent=agent.decode("latin-1")[:256] if agent else None,
+                    )
+                )
+        return True
+
+    async def _decide_known(
+        self, known: _Known, request_id: str, client_ip: str | None, arrived: float
+    ) -> tuple[_Outcome, str | None, Admission | None]:
+        """Rows 5 and 13–18 for a request whose rows 4 and 6–12 passed before."""
+        request = known.request
+        admission = None
+        limiter = self.limiter
+        if limiter is not None:
+            admission = await limiter.admit(client_ip, request.workspace_id, checked=True)
+            if admission.blocked is not None:
+                return self._rate_limited(admission, request_id), None, admission
+        return (
+            await self._answer(request, known.digest, request_id, arrived, known),
+            request.source,
+            admission,
+        )
+
     async def _decide(
         self,
         method: str,
@@ -202,6 +354,8 @@ class TestConnectionEndpoint:
         request_id: str,
         client_ip: str | None = None,
         repeated_auth: bool = False,
+        fingerprint: bytes = b"",
+        arrived: float = 0.0,
     ) -> tuple[_Outcome, str | None, Admission | None]:
         creds = checks.check_transport(
             method,
@@ -227,7 +381,9 @@ class TestConnectionEndpoint:
             admission = await limiter.admit(client_ip, creds.username, checked=True)
             if admission.blocked is not None:
                 return self._rate_limited(admission, request_id), None, admission
-        outcome, source = await self._check(creds, appkey, body, dc, request_id)
+        outcome, source = await self._check(
+            creds, appkey, body, dc, request_id, fingerprint, arrived
+        )
         return outcome, source, admission
 
     def _rate_limited(self, admission: Admission, request_id: str) -> _Outcome:
@@ -250,40 +406,55 @@ class TestConnectionEndpoint:
         body: bytes,
         dc: str,
         request_id: str,
+        fingerprint: bytes = b"",
+        arrived: float = 0.0,
     ) -> tuple[_Outcome, str | None]:
-        """Rows 6–18."""
+        """Rows 6–18; a request that passes 6–12 is remembered under ``fingerprint``."""
         request = self._payload(creds, appkey, body, dc)
         if isinstance(request, Failure):
             return self._failure(request, request_id), None
+        digest = key_digest(self.secret, request.key)
+        known = None
+        if fingerprint:
+            memo = self._memo
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            known = memo[fingerprint] = _Known(request, digest)
+        return await self._answer(request, digest, request_id, arrived, known), request.source
+
+    async def _answer(
+        self,
+        request: ConnectionRequest,
+        digest: bytes,
+        request_id: str,
+        arrived: float,
+        known: _Known | None = None,
+    ) -> _Outcome:
+        """Rows 13–18; a plain success is remembered in ``known`` for the warm path."""
         try:
-            result = await self._authenticate(request)
+            result = await self._authenticate(request, digest, arrived, known)
         except StoreError as err:
             log.warning("store unavailable: %s", err, extra={"request_id": request_id})
-            return (
-                _Outcome(
-                    503,
-                    error_body("STORE_UNAVAILABLE", request_id, retry_after=RETRY_AFTER_STORE),
-                    "STORE_UNAVAILABLE",
-                    request.workspace_id,
-                    extra=error_headers(503, RETRY_AFTER_STORE),
-                ),
-                request.source,
+            return _Outcome(
+                503,
+                error_body("STORE_UNAVAILABLE", request_id, retry_after=RETRY_AFTER_STORE),
+                "STORE_UNAVAILABLE",
+                request.workspace_id,
+                extra=error_headers(503, RETRY_AFTER_STORE),
             )
         if isinstance(result, Failure):
-            return self._failure(result, request_id), request.source
+            return self._failure(result, request_id)
         extra: list[tuple[bytes, bytes]] = []
         if result.stale and result.sunset is not None:
             extra.append((b"sunset", http_date(result.sunset).encode()))
-        return (
-            _Outcome(
-                200,
-                success_body(result.app_name),
-                STALE_SUCCESS if result.stale else SUCCESS,
-                result.workspace_id,
-                result.key_id,
-                extra,
-            ),
-            request.source,
+        body = success_body(result.app_name)
+        return _Outcome(
+            200,
+            body,
+            STALE_SUCCESS if result.stale else SUCCESS,
+            result.workspace_id,
+            result.key_id,
+            extra,
         )
 
     def _payload(
@@ -298,17 +469,40 @@ class TestConnectionEndpoint:
             self.domain,
         )
 
-    async def _authenticate(self, request: ConnectionRequest) -> Success | Failure:
-        digest = key_digest(self.secret, request.key)
+    async def _authenticate(
+        self,
+        request: ConnectionRequest,
+        digest: bytes,
+        arrived: float,
+        known: _Known | None = None,
+    ) -> Success | Failure:
+        """Rows 13–18 against the cached record, or the store's.
+
+        A cached record is trusted for a success. A *failure* is trusted only from a record read
+        after this request arrived (a concurrent request's read, say): a key, a workspace or a
+        resumption written by another process a moment ago must work at once, before the change
+        feed tells this process about it.
+        """
         now = datetime.now(UTC)
         cached = self.cache.get(request.workspace_id)
         if cached is not None:
             loaded, record = cached
             result = checks.check_credentials(request, record, digest, now, self.domain)
-            if isinstance(result, Success) or time.monotonic() - loaded < _RECHECK_AFTER:
+            if isinstance(result, Success) or loaded >= arrived:
+                self._remember(known, record, result)
                 return result
         fresh = await self._load(request.workspace_id)
-        return checks.check_credentials(request, fresh, digest, now, self.domain)
+        result = checks.check_credentials(request, fresh, digest, now, self.domain)
+        if fresh is not None:
+            self._remember(known, fresh, result)
+        return result
+
+    @staticmethod
+    def _remember(
+        known: _Known | None, record: WorkspaceCredentials, result: Success | Failure
+    ) -> None:
+        if known is not None and isinstance(result, Success) and not result.stale:
+            known.remember_success(record, success_body(result.app_name), result.key_id)
 
     async def _load(self, workspace_id: str) -> WorkspaceCredentials | None:
         loaded = time.monotonic()
