@@ -179,3 +179,35 @@ def test_serve_refuses_a_bad_limit() -> None:
     )
     assert result.returncode == 2
     assert "--limit-failed-per-ip" in result.stderr and "not a rate limit" in result.stderr
+
+
+def test_pass_known_does_what_admit_and_settle_do() -> None:
+    """The endpoint's in-memory shortcut counts and reports exactly like the full path."""
+
+    async def scenario() -> None:
+        config = {
+            "failed_per_ip": "5/minute",
+            "failed_per_workspace": "4/minute",
+            "per_workspace": "6/minute",
+        }
+        full, short = limiter(**config), limiter(**config)
+        assert short.in_memory
+        plan = ["SUCCESS", "KEY_MISMATCH", "SUCCESS", "KEY_MISMATCH", "SUCCESS"]
+        for code in plan:
+            admission = await full.admit("10.0.0.1", "W1", checked=True)
+            assert admission.blocked is None
+            expected = headers(await full.settle(admission, code))
+            got = short.pass_known("10.0.0.1", "W1", failed=code != "SUCCESS")
+            assert got is not None and headers(got) == expected
+        # per_workspace (6) is now at 5: one more success passes, the next is for the full path,
+        # and the shortcut counts nothing when it declines.
+        assert short.pass_known("10.0.0.1", "W1", failed=False) is not None
+        assert short.pass_known("10.0.0.1", "W1", failed=False) is None
+        assert short.pass_known("10.0.0.1", "W1", failed=False) is None
+        refused = await short.admit("10.0.0.1", "W1", checked=True)
+        assert refused.blocked is not None and refused.blocked.name == "per_workspace"
+        # Another workspace from the same IP: only the IP's failures so far apply.
+        other = short.pass_known("10.0.0.1", "W2", failed=True)
+        assert other is not None and headers(other)["x-ratelimit-remaining"] == 2
+
+    asyncio.run(scenario())

@@ -149,3 +149,44 @@ def test_unstorable_values_are_cleaned_and_bad_rows_do_not_poison_a_batch(db_url
         await store.close()
 
     asyncio.run(go())
+
+
+def test_count_again_adds_to_a_buffered_aggregate_with_the_latest_details(tmp_path: Path) -> None:
+    """The endpoint's warm path counts successes without building an Attempt."""
+    from moeconnect.record import aggregate_key
+
+    async def go() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'r.db'}")
+        await store.migrate()
+        recorder = ConnectionRecorder(store)
+        first = attempt(0)
+        minute = int(first.at.timestamp()) // 60
+        key = aggregate_key("SUCCESS", "W1", "key_1", minute, "tool")
+        assert not recorder.count_again(key, first.at.timestamp(), "r", None, None)
+        recorder.record(first)
+        later = (first.at + timedelta(seconds=5)).timestamp()
+        assert recorder.count_again(key, later, "req-latest", "10.9.9.9", b"agent/2")
+        assert recorder.count_again(key, later + 1, "req-last", "10.9.9.8", b"agent/3")
+        assert recorder.recorded == 3
+        assert await recorder.flush()
+        rows = (await store.list_attempts("W1", limit=10)).items
+        assert len(rows) == 1
+        row = rows[0]
+        assert row.count == 3
+        assert row.request_id == "req-last" and row.client_ip == "10.9.9.8"
+        assert row.user_agent == "agent/3"
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_recounts_are_spread_out_when_many_workspaces_are_active() -> None:
+    """Re-writing buffered counts costs at most ~aggregate_rate rows a second, 5 s to 60 s apart."""
+    recorder = ConnectionRecorder(None, aggregate_interval=5.0, aggregate_rate=200.0)  # type: ignore[arg-type]
+    assert recorder._full_interval() == 5.0
+    for i in range(10_000):
+        recorder.record(dataclasses.replace(attempt(i), workspace_id=f"W{i}"))
+    assert recorder._full_interval() == pytest.approx(50.0)
+    for i in range(10_000, 30_000):
+        recorder.record(dataclasses.replace(attempt(i), workspace_id=f"W{i}"))
+    assert recorder._full_interval() == 60.0

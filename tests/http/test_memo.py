@@ -1,0 +1,146 @@
+"""The endpoint's memory of requests it has seen (in-process, against a real SQLite file).
+
+What the warm path must never do: keep a key, answer for a record the cache no longer holds,
+or grow without bound. The wire behaviour around it (rotation and revocation seen within a
+second, by the CLI and by other instances) is tested through real servers elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gc
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from moeconnect.config import Settings
+from moeconnect.http import endpoint as endpoint_module
+from moeconnect.http.app import MoeconnectApp
+from moeconnect.runtime import Runtime
+
+Call = Callable[[str, str], Awaitable[tuple[int, dict[str, Any], dict[bytes, bytes]]]]
+
+
+def _app(db_url: str) -> MoeconnectApp:
+    settings = Settings.from_env({"MOECONNECT_DB": db_url, "MOECONNECT_SECRET": "s" * 32})
+    return MoeconnectApp(Runtime(settings))
+
+
+def _caller(app: MoeconnectApp) -> Call:
+    async def call(workspace_id: str, key: str) -> tuple[int, dict[str, Any], dict[bytes, bytes]]:
+        body = orjson.dumps(
+            {"app_id": workspace_id, "app_secret": key, "source": "memo-test", "region": "01"}
+        )
+        auth = base64.b64encode(f"{workspace_id}:{key}".encode())
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/integrations/authentication",
+            "headers": [
+                (b"host", b"127.0.0.1"),
+                (b"authorization", b"Basic " + auth),
+                (b"moe-appkey", workspace_id.encode()),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+            "client": ("127.0.0.1", 40000),
+        }
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return (
+            sent[0]["status"],
+            orjson.loads(sent[1]["body"]),
+            dict(sent[0]["headers"]),
+        )
+
+    return call
+
+
+def test_repeats_are_answered_from_memory_until_the_record_changes(sqlite_url: str) -> None:
+    async def go() -> None:
+        app = _app(sqlite_url)
+        runtime = app.runtime
+        await runtime.start()
+        try:
+            call = _caller(app)
+            ws = await runtime.accounts.create_workspace("Memo")
+            key = (await runtime.accounts.generate_key(ws.id)).key
+            first = await call(ws.id, key)
+            assert first[0] == 200 and first[1] == {"status": "success", "app_name": "Memo"}
+            hits = runtime.cache.hits
+            for _ in range(5):
+                status, body, headers = await call(ws.id, key)
+                assert (status, body) == (200, first[1])
+                assert headers[b"x-ratelimit-remaining"]  # limits still counted
+            assert runtime.cache.hits == hits + 5
+            (known,) = app.endpoint._memo.values()
+            assert known.record is not None
+
+            # A rotation (here through this process's store; other processes reach the cache
+            # through the change feed and Redis) replaces the cached record: the same bytes
+            # are checked again, and refused.
+            new_key = (await runtime.accounts.generate_key(ws.id)).key
+            status, body, _ = await call(ws.id, key)
+            assert (status, body["error"]["code"]) == (401, "KEY_REVOKED")
+            assert (await call(ws.id, new_key))[0] == 200
+
+            # A grace-period success depends on the time, so it is never answered from memory.
+            newest = (await runtime.accounts.generate_key(ws.id, grace=timedelta(hours=1))).key
+            assert newest
+            for _ in range(2):
+                status, body, headers = await call(ws.id, new_key)
+                assert status == 200 and b"sunset" in headers
+            stale = [k for k in app.endpoint._memo.values() if k.request.workspace_id == ws.id]
+            assert all(k.record is None or k.key_id != "" for k in stale)
+        finally:
+            await runtime.stop()
+
+    asyncio.run(go())
+
+
+def test_the_memo_holds_no_key_and_stays_bounded(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(endpoint_module, "_MEMO_SIZE", 8)
+
+    async def go() -> None:
+        app = _app(sqlite_url)
+        runtime = app.runtime
+        await runtime.start()
+        try:
+            call = _caller(app)
+            ws = await runtime.accounts.create_workspace("Memo")
+            key = (await runtime.accounts.generate_key(ws.id)).key
+            assert (await call(ws.id, key))[0] == 200
+            for n in range(30):  # well-formed but wrong keys: each is remembered, then dropped
+                await call(ws.id, key[:-4] + f"{n:04d}")
+                assert len(app.endpoint._memo) <= 8
+            for known in app.endpoint._memo.values():
+                assert known.request.key == ""
+                for name in known.__slots__:
+                    value = getattr(known, name)
+                    text = value if isinstance(value, str | bytes) else repr(value)
+                    needle = key if isinstance(text, str) else key.encode()
+                    assert needle not in text  # type: ignore[operator]
+            # Nor anything the memo refers to: no live object holds the key but our own local.
+            holders = [
+                o
+                for o in gc.get_objects()
+                if type(o) is dict and any(type(v) is str and v == key for v in list(o.values()))
+            ]
+            assert not [h for h in holders if "app_secret" not in h]
+        finally:
+            await runtime.stop()
+
+    asyncio.run(go())
