@@ -14,7 +14,8 @@ __all__ = ["key_digest", "token_digest"]
 
 def key_digest(secret: bytes, key: str) -> bytes:
     """HMAC-SHA256(secret, key): the only form in which an API key is stored."""
-    return hmac.new(secret, key.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+    # hmac.digest: the one-shot C implementation, several times faster than hmac.new().
+    return hmac.digest(secret, key.encode("utf-8", "surrogatepass"), "sha256")
 
 
 def token_digest(secret: bytes, token: str) -> bytes:

@@ -934,10 +934,17 @@ class SQLStore:
                 # connection keeps a million-row seed from thrashing the disk.
                 await conn.exec_driver_sql("PRAGMA cache_size=-262144")
 
+            converted: dict[datetime, Any] = {}  # a batch shares a handful of timestamps
+
             def when(moment: datetime) -> Any:
-                if dialect.name == "sqlite":
-                    return _sqlite_datetime(moment)
-                return moment.astimezone(UTC).replace(tzinfo=None)
+                found = converted.get(moment)
+                if found is None:
+                    found = converted[moment] = (
+                        _sqlite_datetime(moment)
+                        if dialect.name == "sqlite"
+                        else moment.astimezone(UTC).replace(tzinfo=None)
+                    )
+                return found
 
             # Only placeholders are interpolated into these statements.
             ws_cols = "id, name, dc, status, created_at, updated_at"
