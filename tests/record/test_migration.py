@@ -1,4 +1,4 @@
-"""Migration 0002 creates exactly the ``connection_attempts`` table that ``schema.py`` defines."""
+"""Migrations 0002 and 0003 make exactly the ``connection_attempts`` table ``schema.py`` defines."""
 
 from __future__ import annotations
 
@@ -41,10 +41,6 @@ def test_migrated_table_matches_schema(db_url: str) -> None:
 
     diff, indexes = asyncio.run(go())
     assert [d for d in diff if "connection_attempts" in repr(d)] == []
-    assert {
-        "ix_attempts_workspace_time",
-        "ix_attempts_workspace_source",
-        "ix_attempts_workspace_outcome",
-        "ix_attempts_workspace_minute",
-        "ix_attempts_last_at",
-    } <= indexes
+    # Two indexes only: every failed attempt pays for each one (migration 0003).
+    named = {i for i in indexes if i.startswith("ix_")}
+    assert named == {"ix_attempts_workspace_time", "ix_attempts_last_at"}

@@ -152,9 +152,7 @@ connection_attempts = Table(
     Column("user_agent", String(256), nullable=True),
     Column("count", Integer(), nullable=False, server_default="1"),
     Column("agg_key", String(400), nullable=True, unique=True),
+    # Few indexes on purpose: each costs every failed attempt a B-tree insert (migration 0003).
     Index("ix_attempts_workspace_time", "workspace_id", "last_at", "id"),
-    Index("ix_attempts_workspace_source", "workspace_id", "source", "last_at"),
-    Index("ix_attempts_workspace_outcome", "workspace_id", "outcome", "last_at"),
-    Index("ix_attempts_workspace_minute", "workspace_id", "minute"),
     Index("ix_attempts_last_at", "last_at"),
 )

@@ -149,7 +149,10 @@ SQLITE_CACHE_KIB = 32 * 1024  # per connection; SQLite grows it only as pages ar
 
 def _sqlite_datetime(moment: datetime) -> str:
     """The exact text SQLAlchemy's SQLite DATETIME stores, so comparisons stay consistent."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    # isoformat: the same text as strftime("%Y-%m-%d %H:%M:%S.%f"), several times faster.
+    return moment.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _driver_rows(
@@ -173,6 +176,35 @@ def _driver_rows(
             row.append(value)
         out.append(tuple(row))
     return out
+
+
+# SQLite's default limit of bound parameters per statement (since 3.32).
+_SQLITE_MAX_PARAMS = 32766
+
+
+async def _insert_many(conn: AsyncConnection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """``sql`` (one ``VALUES (...)`` row) for every row of ``rows``.
+
+    On SQLite, as multi-row ``VALUES`` statements: ``executemany`` releases and re-takes the
+    GIL around every row's ``sqlite3_step``, and each re-take waits for the event loop's thread
+    to yield it, which under load cost the endpoint far more than the insert itself. Other
+    drivers (asyncpg) pipeline ``executemany`` well.
+    """
+    if not rows:
+        return
+    if conn.dialect.name != "sqlite" or len(rows) == 1:
+        await conn.exec_driver_sql(sql, rows if len(rows) > 1 else rows[0])
+        return
+    width = len(rows[0])
+    group = "(" + ", ".join(["?"] * width) + ")"
+    if group not in sql:  # not the statement shape this expects: stay correct, if slower
+        await conn.exec_driver_sql(sql, rows)
+        return
+    per = max(1, _SQLITE_MAX_PARAMS // width)
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
+        statement = sql.replace(group, ", ".join([group] * len(chunk)), 1)
+        await conn.exec_driver_sql(statement, tuple(v for row in chunk for v in row))
 
 
 def _merge_attempts(a: AttemptRow, b: AttemptRow) -> AttemptRow:
@@ -678,11 +710,11 @@ class SQLStore:
             # event loop and would cost the endpoint more than the write itself.
             if singles:
                 sql, order = self._compiled_attempt_statement(conn, upsert=False)
-                await conn.exec_driver_sql(sql, _driver_rows(conn.dialect, order, singles))
+                await _insert_many(conn, sql, _driver_rows(conn.dialect, order, singles))
             if aggregates:
                 sql, order = self._compiled_attempt_statement(conn, upsert=True)
                 values = [_attempt_values(r) for r in aggregates.values()]
-                await conn.exec_driver_sql(sql, _driver_rows(conn.dialect, order, values))
+                await _insert_many(conn, sql, _driver_rows(conn.dialect, order, values))
 
     def _compiled_attempt_statement(
         self, conn: AsyncConnection, *, upsert: bool
