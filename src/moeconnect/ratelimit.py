@@ -148,7 +148,7 @@ class LocalWindows(Storage):
     """
 
     STORAGE_SCHEME = None
-    SWEEP_EVERY: Final = 10.0  # seconds
+    SWEEP_EVERY: Final = 60.0  # seconds: a sweep walks every counter, so not often
 
     def __init__(self) -> None:
         super().__init__()

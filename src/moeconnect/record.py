@@ -187,6 +187,8 @@ class ConnectionRecorder:
         # 5 s cost the endpoint half its throughput.
         self._stored: dict[str, int] = {}
         self._fresh: list[str] = []  # keys of aggregates not yet in the store at all
+        # (outcome, workspace, key, source) of successes this process has recorded: see _news().
+        self._seen: set[tuple[str, str | None, str | None, str | None]] = set()
         self._next_full = 0.0
         self._retry: list[AttemptRow] = []  # rows of a failed flush, written first next time
         self._wake: asyncio.Event | None = None
@@ -230,14 +232,39 @@ class ConnectionRecorder:
             self._drop()
             return
         if key:
-            self._aggregates[key] = _Aggregate(attempt)
-            if key not in self._stored:
+            aggregates = self._aggregates
+            aggregates[key] = _Aggregate(attempt)
+            if key not in self._stored and self._news(attempt):
                 self._fresh.append(key)
+            if len(aggregates) >= self.max_pending // 2:
+                self._next_full = 0.0  # the buffer fills: write every count at the next flush
+                if self._wake is not None:
+                    self._wake.set()
         else:
             self._singles.append(attempt)
         self.recorded += 1
         if self._wake is not None and len(self._singles) + len(self._fresh) >= self.batch_size:
             self._wake.set()
+
+    def _news(self, attempt: Attempt) -> bool:
+        """Whether the store should hear of this aggregate within ``flush_interval``.
+
+        A 429's, always. A success's, when this process has not yet written one of the same
+        workspace, key, source and outcome: the first use of a key by a tool is what owners look
+        for ("which tools still use the old key"). The same combination in a new minute waits
+        for the next write of all counts, so a minute's rollover doesn't re-write a row for
+        every active workspace at once.
+        """
+        if attempt.outcome not in _AGGREGATED:
+            return True
+        combo = (attempt.outcome, attempt.workspace_id, attempt.key_id, attempt.source)
+        seen = self._seen
+        if combo in seen:
+            return False
+        if len(seen) >= self.max_pending:
+            seen.clear()
+        seen.add(combo)
+        return True
 
     def count_again(
         self,

@@ -190,3 +190,22 @@ def test_recounts_are_spread_out_when_many_workspaces_are_active() -> None:
     for i in range(10_000, 30_000):
         recorder.record(dataclasses.replace(attempt(i), workspace_id=f"W{i}"))
     assert recorder._full_interval() == 60.0
+
+
+def test_a_minute_rollover_waits_for_the_next_write_of_all_counts() -> None:
+    """Only a combination's first success is news; its next minutes wait for the full write."""
+    recorder = ConnectionRecorder(None, max_pending=1000)  # type: ignore[arg-type]
+    recorder.record(attempt(0))
+    recorder.record(attempt(1, at=T0 + timedelta(minutes=1)))  # same tool and key, next minute
+    recorder.record(attempt(2, source="other-tool", at=T0 + timedelta(minutes=1)))
+    recorder.record(attempt(3, "RATE_LIMITED", at=T0 + timedelta(minutes=1)))
+    assert [k.split("|")[0] + "|" + k.split("|")[-1] for k in recorder._fresh] == [
+        "SUCCESS|tool",
+        "SUCCESS|other-tool",
+        "RATE_LIMITED|" + str(int((T0 + timedelta(minutes=1)).timestamp()) // 60),
+    ]
+    # A buffer half full of aggregates brings the next write of all counts forward.
+    recorder._next_full = float("inf")
+    for i in range(500):
+        recorder.record(dataclasses.replace(attempt(i), workspace_id=f"W{i}"))
+    assert recorder._next_full == 0.0
