@@ -331,7 +331,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated contender names to run (implies --no-write); for development",
+        help="semicolon-separated contender names to run (implies --no-write); for development",
     )
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -402,7 +402,7 @@ def main() -> None:
         )
 
     if args.only:
-        wanted = {name.strip() for name in args.only.split(",")}
+        wanted = {name.strip() for name in args.only.split(";")}
         contenders = [c for c in contenders if c.name in wanted]
         for _round in range(args.rounds):
             for contender in contenders:

@@ -148,7 +148,7 @@ class LocalWindows(Storage):
     """
 
     STORAGE_SCHEME = None
-    SWEEP_EVERY: Final = 60.0  # seconds: a sweep walks every counter, so not often
+    SWEEP_EVERY: Final = 20.0  # seconds: a sweep walks every counter; expired ones cost memory
 
     def __init__(self) -> None:
         super().__init__()

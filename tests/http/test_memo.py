@@ -101,7 +101,7 @@ def test_repeats_are_answered_from_memory_until_the_record_changes(sqlite_url: s
             for _ in range(2):
                 status, body, headers = await call(ws.id, new_key)
                 assert status == 200 and b"sunset" in headers
-            stale = [k for k in app.endpoint._memo.values() if k.request.workspace_id == ws.id]
+            stale = [k for k in app.endpoint._memo.values() if k.workspace_id == ws.id]
             assert all(k.record is None or k.key_id != "" for k in stale)
         finally:
             await runtime.stop()
@@ -127,7 +127,7 @@ def test_the_memo_holds_no_key_and_stays_bounded(
                 await call(ws.id, key[:-4] + f"{n:04d}")
                 assert len(app.endpoint._memo) <= 8
             for known in app.endpoint._memo.values():
-                assert known.request.key == ""
+                assert known.request().key == ""
                 for name in known.__slots__:
                     value = getattr(known, name)
                     text = value if isinstance(value, str | bytes) else repr(value)

@@ -83,27 +83,45 @@ class _Outcome:
 
 
 class _Known:
-    """A request whose bytes passed rows 4 and 6–12 before, and what was answered last."""
+    """A request whose bytes passed rows 4 and 6–12 before, and what was answered last.
 
-    __slots__ = ("agg_key", "body", "digest", "key_id", "length", "minute", "record", "request")
+    Kept small (one per distinct request, up to :data:`_MEMO_SIZE`): plain fields rather than a
+    :class:`ConnectionRequest`, which is rebuilt on the rare path that needs one.
+    """
+
+    __slots__ = (
+        "agg_key",
+        "body",
+        "dc",
+        "digest",
+        "key_id",
+        "minute",
+        "record",
+        "source",
+        "workspace_id",
+    )
 
     def __init__(self, request: ConnectionRequest, digest: bytes) -> None:
         # The key itself is not kept: rows 13–18 need only its keyed digest.
-        self.request = ConnectionRequest(request.workspace_id, "", request.source, request.dc)
+        self.workspace_id = request.workspace_id
+        self.source = request.source
+        self.dc = request.dc
         self.digest = digest
         # Set after a success with a current key (time can't change that answer, only a new
-        # record can): the record it was checked against, and what was sent.
+        # record can): the record it was checked against, and the body that was sent.
         self.record: WorkspaceCredentials | None = None
         self.body = b""
-        self.length = b""
         self.key_id = ""
         self.minute = -1  # the minute of agg_key, the record's aggregate for this success
         self.agg_key = ""
 
+    def request(self) -> ConnectionRequest:
+        """What rows 13–18 check, without the key."""
+        return ConnectionRequest(self.workspace_id, "", self.source, self.dc)
+
     def remember_success(self, record: WorkspaceCredentials, body: bytes, key_id: str) -> None:
         self.record = record
         self.body = body
-        self.length = str(len(body)).encode()
         self.key_id = key_id
         self.minute = -1
 
@@ -205,7 +223,7 @@ class TestConnectionEndpoint:
                     digest_size=16,
                 ).digest()
                 known = self._memo.get(fingerprint)
-                if known is not None and known.request.dc != dc:
+                if known is not None and known.dc != dc:
                     known = None
             if known is not None and known.record is not None:
                 warm = await self._warm(known, client_ip, request_id, agent, send, started)
@@ -277,8 +295,7 @@ class TestConnectionEndpoint:
         rotation, a revocation or the TTL replaced or dropped it), when the limits live in Redis,
         or when a limit is exhausted.
         """
-        request = known.request
-        workspace_id = request.workspace_id
+        workspace_id = known.workspace_id
         limiter = self.limiter
         if limiter is not None and not limiter.in_memory:
             return False
@@ -292,7 +309,7 @@ class TestConnectionEndpoint:
             limit_headers = passed
         headers = [
             *JSON_HEADERS,
-            (b"content-length", known.length),
+            (b"content-length", str(len(known.body)).encode()),
             (b"x-request-id", request_id.encode()),
             *limit_headers,
         ]
@@ -307,7 +324,7 @@ class TestConnectionEndpoint:
             if minute != known.minute:
                 known.minute = minute
                 known.agg_key = aggregate_key(
-                    SUCCESS, workspace_id, known.key_id, minute, request.source
+                    SUCCESS, workspace_id, known.key_id, minute, known.source
                 )
             if not recorder.count_again(known.agg_key, now, request_id, client_ip, agent):
                 recorder.record(
@@ -315,8 +332,8 @@ class TestConnectionEndpoint:
                         at=datetime.fromtimestamp(now, UTC),
                         request_id=request_id,
                         workspace_id=workspace_id,
-                        dc=request.dc,
-                        source=request.source,
+                        dc=known.dc,
+                        source=known.source,
                         outcome=SUCCESS,
                         key_id=known.key_id,
                         client_ip=client_ip,
@@ -329,7 +346,7 @@ class TestConnectionEndpoint:
         self, known: _Known, request_id: str, client_ip: str | None, arrived: float
     ) -> tuple[_Outcome, str | None, Admission | None]:
         """Rows 5 and 13–18 for a request whose rows 4 and 6–12 passed before."""
-        request = known.request
+        request = known.request()
         admission = None
         limiter = self.limiter
         if limiter is not None:

@@ -79,7 +79,7 @@ def _engine_for(db: DatabaseURL) -> AsyncEngine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=5000")
-            # 32 MB of page cache (default 2 MB): the record's indexes outgrow 2 MB quickly, and
+            # 8 MB of page cache (default 2 MB): the record's indexes outgrow 2 MB quickly, and
             # every page read past the cache is a pread() system call under load.
             cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
             cursor.close()
@@ -144,7 +144,7 @@ def _attempt_values(row: AttemptRow) -> dict[str, Any]:
 
 
 _ATTEMPT_SQL: dict[tuple[str, bool], tuple[str, tuple[str, ...]]] = {}
-SQLITE_CACHE_KIB = 32 * 1024  # per connection; SQLite grows it only as pages are read
+SQLITE_CACHE_KIB = 8 * 1024  # per connection (grown only as pages are read): RSS adds up
 
 
 def _sqlite_datetime(moment: datetime) -> str:
