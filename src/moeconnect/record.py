@@ -177,6 +177,9 @@ class ConnectionRecorder:
         self.aggregate_rate = aggregate_rate
         self.batch_size = batch_size
         self.max_pending = max_pending
+        # Aggregates waiting for the write of all counts: each holds ~0.5 KB until then, and
+        # reaching this many brings that write forward (memory over fewer writes).
+        self.max_aggregates = max(1, max_pending // 4)
         self.prune_interval = prune_interval
         self._singles: list[Attempt] = []  # turned into rows at flush, off the request path
         self._aggregates: dict[str, _Aggregate] = {}
@@ -188,7 +191,7 @@ class ConnectionRecorder:
         self._stored: dict[str, int] = {}
         self._fresh: list[str] = []  # keys of aggregates not yet in the store at all
         # (outcome, workspace, key, source) of successes this process has recorded: see _news().
-        self._seen: set[tuple[str, str | None, str | None, str | None]] = set()
+        self._seen: set[int] = set()
         self._next_full = 0.0
         self._retry: list[AttemptRow] = []  # rows of a failed flush, written first next time
         self._wake: asyncio.Event | None = None
@@ -236,7 +239,7 @@ class ConnectionRecorder:
             aggregates[key] = _Aggregate(attempt)
             if key not in self._stored and self._news(attempt):
                 self._fresh.append(key)
-            if len(aggregates) >= self.max_pending // 2:
+            if len(aggregates) >= self.max_aggregates:
                 self._next_full = 0.0  # the buffer fills: write every count at the next flush
                 if self._wake is not None:
                     self._wake.set()
@@ -257,7 +260,8 @@ class ConnectionRecorder:
         """
         if attempt.outcome not in _AGGREGATED:
             return True
-        combo = (attempt.outcome, attempt.workspace_id, attempt.key_id, attempt.source)
+        # A hash, not the tuple: a collision only delays one row to the next write of counts.
+        combo = hash((attempt.outcome, attempt.workspace_id, attempt.key_id, attempt.source))
         seen = self._seen
         if combo in seen:
             return False

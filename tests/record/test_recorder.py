@@ -204,8 +204,8 @@ def test_a_minute_rollover_waits_for_the_next_write_of_all_counts() -> None:
         "SUCCESS|other-tool",
         "RATE_LIMITED|" + str(int((T0 + timedelta(minutes=1)).timestamp()) // 60),
     ]
-    # A buffer half full of aggregates brings the next write of all counts forward.
+    # max_aggregates (a quarter of the buffer) brings the next write of all counts forward.
     recorder._next_full = float("inf")
-    for i in range(500):
+    for i in range(250):
         recorder.record(dataclasses.replace(attempt(i), workspace_id=f"W{i}"))
     assert recorder._next_full == 0.0
