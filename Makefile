@@ -43,7 +43,7 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 bench: $(STAMP)
-	bash bench/run.sh
+	bash bench/run.sh $(ARGS)
 
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py

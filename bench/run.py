@@ -480,12 +480,15 @@ def main() -> None:
         platform.processor(),
     )
     command = "make bench" + (" ARGS='" + " ".join(sys.argv[1:]) + "'" if sys.argv[1:] else "")
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     report = "\n".join(
         [
             START,
             f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{command}` "
             f"(`bench/run.py --seconds {args.seconds} --rounds {args.rounds} "
-            f"--connections {args.connections}`).",
+            f"--connections {args.connections}`) at commit `{commit or 'unknown'}`.",
             "",
             f"Machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
             f"{platform.system()} {platform.release()}. Server pinned to core 0, wrk (1 thread, "
