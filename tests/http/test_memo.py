@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gc
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -67,20 +68,29 @@ def _caller(app: MoeconnectApp) -> Call:
     return call
 
 
+@contextlib.asynccontextmanager
+async def _running(db_url: str) -> AsyncIterator[tuple[MoeconnectApp, Call, str, str]]:
+    """A started app, its caller, and a workspace "Memo" with its key."""
+    app = _app(db_url)
+    runtime = app.runtime
+    await runtime.start()
+    try:
+        ws = await runtime.accounts.create_workspace("Memo")
+        key = (await runtime.accounts.generate_key(ws.id)).key
+        yield app, _caller(app), ws.id, key
+    finally:
+        await runtime.stop()
+
+
 def test_repeats_are_answered_from_memory_until_the_record_changes(sqlite_url: str) -> None:
     async def go() -> None:
-        app = _app(sqlite_url)
-        runtime = app.runtime
-        await runtime.start()
-        try:
-            call = _caller(app)
-            ws = await runtime.accounts.create_workspace("Memo")
-            key = (await runtime.accounts.generate_key(ws.id)).key
-            first = await call(ws.id, key)
+        async with _running(sqlite_url) as (app, call, ws_id, key):
+            runtime = app.runtime
+            first = await call(ws_id, key)
             assert first[0] == 200 and first[1] == {"status": "success", "app_name": "Memo"}
             hits = runtime.cache.hits
             for _ in range(5):
-                status, body, headers = await call(ws.id, key)
+                status, body, headers = await call(ws_id, key)
                 assert (status, body) == (200, first[1])
                 assert headers[b"x-ratelimit-remaining"]  # limits still counted
             assert runtime.cache.hits == hits + 5
@@ -90,21 +100,19 @@ def test_repeats_are_answered_from_memory_until_the_record_changes(sqlite_url: s
             # A rotation (here through this process's store; other processes reach the cache
             # through the change feed and Redis) replaces the cached record: the same bytes
             # are checked again, and refused.
-            new_key = (await runtime.accounts.generate_key(ws.id)).key
-            status, body, _ = await call(ws.id, key)
+            new_key = (await runtime.accounts.generate_key(ws_id)).key
+            status, body, _ = await call(ws_id, key)
             assert (status, body["error"]["code"]) == (401, "KEY_REVOKED")
-            assert (await call(ws.id, new_key))[0] == 200
+            assert (await call(ws_id, new_key))[0] == 200
 
             # A grace-period success depends on the time, so it is never answered from memory.
-            newest = (await runtime.accounts.generate_key(ws.id, grace=timedelta(hours=1))).key
+            newest = (await runtime.accounts.generate_key(ws_id, grace=timedelta(hours=1))).key
             assert newest
             for _ in range(2):
-                status, body, headers = await call(ws.id, new_key)
+                status, body, headers = await call(ws_id, new_key)
                 assert status == 200 and b"sunset" in headers
-            stale = [k for k in app.endpoint._memo.values() if k.workspace_id == ws.id]
+            stale = [k for k in app.endpoint._memo.values() if k.workspace_id == ws_id]
             assert all(k.record is None or k.key_id != "" for k in stale)
-        finally:
-            await runtime.stop()
 
     asyncio.run(go())
 
@@ -115,16 +123,10 @@ def test_the_memo_holds_no_key_and_stays_bounded(
     monkeypatch.setattr(endpoint_module, "_MEMO_SIZE", 8)
 
     async def go() -> None:
-        app = _app(sqlite_url)
-        runtime = app.runtime
-        await runtime.start()
-        try:
-            call = _caller(app)
-            ws = await runtime.accounts.create_workspace("Memo")
-            key = (await runtime.accounts.generate_key(ws.id)).key
-            assert (await call(ws.id, key))[0] == 200
+        async with _running(sqlite_url) as (app, call, ws_id, key):
+            assert (await call(ws_id, key))[0] == 200
             for n in range(30):  # well-formed but wrong keys: each is remembered, then dropped
-                await call(ws.id, key[:-4] + f"{n:04d}")
+                await call(ws_id, key[:-4] + f"{n:04d}")
                 assert len(app.endpoint._memo) <= 8
             for known in app.endpoint._memo.values():
                 assert known.request().key == ""
@@ -140,7 +142,5 @@ def test_the_memo_holds_no_key_and_stays_bounded(
                 if type(o) is dict and any(type(v) is str and v == key for v in list(o.values()))
             ]
             assert not [h for h in holders if "app_secret" not in h]
-        finally:
-            await runtime.stop()
 
     asyncio.run(go())
