@@ -16,7 +16,7 @@ def parse_duration(text: str) -> timedelta:
     """Parse ``text``; raises ``ValueError`` with a sentence saying what is accepted."""
     cleaned = text.strip().lower()
     if re.fullmatch(r"\d+(?:\.\d+)?", cleaned):
-        return timedelta(seconds=float(cleaned))
+        return _seconds(float(cleaned), text)
     pos, total = 0, 0.0
     for match in _PART.finditer(cleaned):
         if cleaned[pos : match.start()].strip():
@@ -25,7 +25,14 @@ def parse_duration(text: str) -> timedelta:
         pos = match.end()
     if pos == 0 or cleaned[pos:].strip():
         raise ValueError(f"can't read {text!r} as a duration; write it like 90s, 15m, 24h or 7d")
-    return timedelta(seconds=total)
+    return _seconds(total, text)
+
+
+def _seconds(total: float, text: str) -> timedelta:
+    try:
+        return timedelta(seconds=total)
+    except OverflowError:  # beyond timedelta's ~2.7 million years: an input error like any other
+        raise ValueError(f"{text!r} is too long a duration") from None
 
 
 def format_duration(delta: timedelta) -> str:

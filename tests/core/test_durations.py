@@ -52,3 +52,10 @@ def test_format(delta: timedelta, text: str) -> None:
 
 def test_max_grace_is_thirty_days() -> None:
     assert timedelta(days=30) == MAX_GRACE
+
+
+def test_durations_beyond_timedelta_are_an_input_error() -> None:
+    # Found by schemathesis: a grace of 30 digits was a 500 from the admin API.
+    for text in ("999999999999999999999999999999", "9" * 30 + "d"):
+        with pytest.raises(ValueError, match="too long a duration"):
+            parse_duration(text)
