@@ -58,17 +58,19 @@ class CredentialCache:
         self.hits += 1
         return loaded, record
 
-    def holds(self, workspace_id: str, record: WorkspaceCredentials) -> bool:
-        """Whether the fresh entry for ``workspace_id`` is ``record`` itself (counted as a hit).
+    def holds(self, workspace_id: str, record: WorkspaceCredentials, count: bool = True) -> bool:
+        """Whether the fresh entry for ``workspace_id`` is ``record`` itself.
 
         For the endpoint's warm path, which reuses an answer checked against ``record``: any
         change to the workspace replaces or drops the entry, so identity means nothing changed.
-        Counts nothing when False: the caller falls back to :meth:`get`, which counts.
+        True counts as a hit when ``count``; False counts nothing (the caller falls back to
+        :meth:`get`, which counts).
         """
         entry = self._entries.get(workspace_id)
         if entry is None or entry[2] is not record or time.monotonic() >= entry[0]:
             return False
-        self.hits += 1
+        if count:
+            self.hits += 1
         return True
 
     def put(self, record: WorkspaceCredentials, loaded: float | None = None) -> None:
@@ -115,6 +117,10 @@ class ChangeWatcher:
 
     The feed's IDs can commit out of order on PostgreSQL, so each poll re-reads a small window
     below the newest ID seen and remembers which IDs it already applied.
+
+    Besides the regular poll, :meth:`caught_up` polls on demand: the endpoint asks it before it
+    trusts a *failure* found in the cache, because a key or workspace written by another process
+    a moment ago must work at once. Concurrent callers share one poll.
     """
 
     WINDOW = 256
@@ -129,6 +135,12 @@ class ChangeWatcher:
         self._task: asyncio.Task[None] | None = None
         self.healthy = True
         self.last_poll = 0.0
+        # When the latest successful poll started (monotonic): every change committed before
+        # then has been applied to the cache.
+        self.synced_from = float("-inf")
+        self._on_demand: asyncio.Task[bool] | None = None
+        self._on_demand_started = 0.0
+        self.on_demand_polls = 0
 
     async def start(self) -> None:
         try:
@@ -155,6 +167,7 @@ class ChangeWatcher:
 
     async def poll_once(self) -> int:
         """Apply new changes; returns how many workspaces were invalidated."""
+        started = time.monotonic()
         changes = await self.store.changes_since(max(0, self.last_id - self.WINDOW))
         applied = 0
         for change_id, workspace_id in changes:
@@ -163,7 +176,40 @@ class ChangeWatcher:
                 applied += 1
             self.last_id = max(self.last_id, change_id)
         self.last_poll = time.monotonic()
+        self.synced_from = max(self.synced_from, started)
         return applied
+
+    async def caught_up(self, since: float) -> bool:
+        """Wait until a poll that started at or after ``since`` (monotonic) has been applied.
+
+        Then every change committed before ``since`` — by any process — has reached the cache.
+        False when the feed can't be read (the caller asks the store itself, which will say
+        whether it is down). Callers arriving while a poll is running wait for it if it started
+        late enough, else for the next one, which they share.
+        """
+        while self.synced_from < since:
+            running = self._on_demand
+            if running is None:
+                running = self._on_demand = asyncio.get_running_loop().create_task(
+                    self._poll_on_demand()
+                )
+                self._on_demand_started = time.monotonic()
+            started = self._on_demand_started
+            if not await asyncio.shield(running):
+                return False
+            if started >= since:
+                return True
+        return True
+
+    async def _poll_on_demand(self) -> bool:
+        try:
+            await self.poll_once()
+        except Exception:  # StoreError or a surprise: the caller asks the store itself
+            return False
+        finally:
+            self._on_demand = None
+            self.on_demand_polls += 1
+        return True
 
     async def _run(self) -> None:
         while True:

@@ -86,6 +86,9 @@ class Metrics:
         self.attempts: dict[str, int] = dict.fromkeys(_ENDPOINT_CODES, 0)
         self.buckets: list[int] = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
+        # Successes answered from the endpoint's memory, by where: "protocol" (before any ASGI
+        # task, see http/protocol.py) or "asgi" (the endpoint's own warm path).
+        self.warm: dict[str, int] = {"protocol": 0, "asgi": 0}
         self.registry.register(_StateCollector(self))
         ProcessCollector(registry=self.registry)
 
@@ -128,6 +131,15 @@ class _StateCollector(Collector):
             buckets=cumulative,
             sum_value=metrics.latency_sum,
         )
+        warm = CounterMetricFamily(
+            "moeconnect_warm_answers",
+            "Successes answered from memory (a repeat of a success against an unchanged "
+            "record), by where they were answered: protocol or asgi.",
+            labels=["via"],
+        )
+        for via, count in list(metrics.warm.items()):
+            warm.add_metric([via], count)
+        yield warm
         cache = metrics.cache
         yield CounterMetricFamily(
             "moeconnect_cache_hits", "Credential cache lookups answered.", value=cache.hits

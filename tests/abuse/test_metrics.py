@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -22,6 +24,9 @@ def test_metrics_count_attempts_latency_cache_limits_and_the_record_queue(
     server: MoeconnectServer,
 ) -> None:
     workspace_id, key = server.workspace_with_key()
+    # Written by this process: let the server's change feed (polled every 0.25 s) report it
+    # first, so it can't drop the record between the requests below.
+    time.sleep(0.6)
     with httpx.Client(base_url=server.base_url) as client:
         for _ in range(3):
             assert client.post(PATH, **attempt(workspace_id, key)).status_code == 200
@@ -41,6 +46,9 @@ def test_metrics_count_attempts_latency_cache_limits_and_the_record_queue(
     assert value("moeconnect_attempts_total", code="RATE_LIMITED") == 0  # present from the start
     assert value("moeconnect_request_duration_seconds_count") == 5
     assert value("moeconnect_request_duration_seconds_bucket", le="+Inf") == 5
+    # The first success loads the record; the two repeats are answered by the HTTP protocol.
+    assert value("moeconnect_warm_answers_total", via="protocol") == 2
+    assert value("moeconnect_warm_answers_total", via="asgi") == 0
     assert value("moeconnect_cache_hits_total") >= 2
     assert value("moeconnect_cache_misses_total") >= 1
     assert value("moeconnect_ratelimit_rejections_total", limit="failed_per_ip") == 0

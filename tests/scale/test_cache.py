@@ -23,6 +23,7 @@ from moeconnect.accounts import Accounts
 from moeconnect.cache import CredentialCache
 from moeconnect.config import Settings, load_secret
 from moeconnect.invalidation import RedisInvalidation
+from moeconnect.keys import generate_key
 from moeconnect.store import SQLStore
 
 from .. import services
@@ -146,6 +147,80 @@ def test_a_cached_success_makes_no_database_query(
             queries = _request_queries(statements.since(mark))
         assert runtime.cache.hits - hits == 50
         assert queries == [], f"cached requests queried the database: {queries}"
+
+
+def test_a_cached_failure_asks_the_change_feed_not_the_credentials(
+    counted: tuple[str, SQLiteStatements | PostgresStatements],
+) -> None:
+    """A refused key costs one read of the change feed (shared by concurrent requests), and a
+    key written by another process a moment ago still works at once."""
+    db_url, statements = counted
+    # The regular change-feed poll is slowed to once an hour: every poll seen is on demand.
+    settings = Settings(db_url=db_url, change_poll_interval=3600)
+    with InProcessServer(settings) as server:
+        runtime = server.app.runtime
+
+        async def setup() -> tuple[str, str]:
+            ws = await runtime.accounts.create_workspace("Refused", "01")
+            return ws.id, (await runtime.accounts.generate_key(ws.id)).key
+
+        workspace_id, key = server.call(setup())
+        wrong = generate_key("data")  # well-formed, not this workspace's
+        with httpx.Client(base_url=server.base_url, timeout=10) as client:
+            # The first loads the record; the second's poll meets the setup's own changes,
+            # which drop that record once more.
+            for _ in range(2):
+                first = client.post(PATH, **request_kwargs(workspace_id, wrong))
+                assert (first.status_code, code_of(first)) == (401, "KEY_MISMATCH")
+
+            mark = statements.mark()
+            polls = runtime.watcher.on_demand_polls
+            for _ in range(10):
+                refused = client.post(PATH, **request_kwargs(workspace_id, wrong))
+                assert (refused.status_code, code_of(refused)) == (401, "KEY_MISMATCH")
+            queries = _request_queries(statements.since(mark))
+            assert runtime.watcher.on_demand_polls - polls == 10
+            assert len(queries) == 10, "\n".join(queries)
+            assert all("FROM changes" in q for q in queries), queries
+            assert not any("api_keys" in q for q in queries), queries
+
+            # Another process generates a new key: it works at once, without waiting for the
+            # regular poll (an hour away) or the cache's TTL.
+            new_key = asyncio.run(_generate_elsewhere(db_url, workspace_id))
+            fresh = client.post(PATH, **request_kwargs(workspace_id, new_key))
+            assert (fresh.status_code, code_of(fresh)) == (200, "SUCCESS")
+            stale = client.post(PATH, **request_kwargs(workspace_id, key))
+            assert (stale.status_code, code_of(stale)) == (401, "KEY_REVOKED")
+
+
+def test_concurrent_cached_failures_share_a_change_feed_poll(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'moeconnect.db'}"
+    settings = Settings(db_url=db_url, change_poll_interval=3600)
+    with InProcessServer(settings) as server:
+        watcher = server.app.runtime.watcher
+
+        async def many() -> tuple[list[bool], int]:
+            before = watcher.on_demand_polls
+            arrived = time.monotonic()
+            results = await asyncio.gather(*(watcher.caught_up(arrived) for _ in range(50)))
+            # Arrived after the polls above started: needs (and shares) one more.
+            later = time.monotonic()
+            results += await asyncio.gather(*(watcher.caught_up(later) for _ in range(50)))
+            return results, watcher.on_demand_polls - before
+
+        results, polls = server.call(many())
+        assert all(results)
+        assert polls == 2
+        assert watcher.synced_from >= 0
+
+
+async def _generate_elsewhere(db_url: str, workspace_id: str) -> str:
+    """Generate a workspace's key as another process would: its own store, no shared cache."""
+    store = SQLStore(db_url)
+    try:
+        return (await Accounts(store, load_secret(db_url)).generate_key(workspace_id)).key
+    finally:
+        await store.close()
 
 
 @pytest.mark.redis

@@ -126,7 +126,10 @@ class MoeconnectApp:
             recorder=runtime.recorder,
             limiter=runtime.limiter,
             metrics=runtime.metrics,
+            watcher=runtime.watcher,
         )
+        # The HTTP protocol answers warm repeats of a success through this, without ASGI.
+        self.answer_at_once = self.endpoint.answer_at_once
 
         @contextlib.asynccontextmanager
         async def lifespan(app: Starlette) -> AsyncIterator[None]:

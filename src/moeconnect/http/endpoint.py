@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import checks
-from ..cache import CredentialCache
+from ..cache import ChangeWatcher, CredentialCache
 from ..checks import BasicCredentials, ConnectionRequest, Failure, Success
 from ..dcs import dc_from_host
 from ..digests import key_digest
@@ -94,6 +94,7 @@ class _Known:
         "body",
         "dc",
         "digest",
+        "head",
         "key_id",
         "minute",
         "record",
@@ -111,6 +112,7 @@ class _Known:
         # record can): the record it was checked against, and the body that was sent.
         self.record: WorkspaceCredentials | None = None
         self.body = b""
+        self.head = b""  # the response's fixed header lines, for the protocol's fast path
         self.key_id = ""
         self.minute = -1  # the minute of agg_key, the record's aggregate for this success
         self.agg_key = ""
@@ -122,6 +124,12 @@ class _Known:
     def remember_success(self, record: WorkspaceCredentials, body: bytes, key_id: str) -> None:
         self.record = record
         self.body = body
+        self.head = b"".join(
+            [
+                *[name + b": " + value + b"\r\n" for name, value in JSON_HEADERS],
+                b"content-length: %d\r\n" % len(body),
+            ]
+        )
         self.key_id = key_id
         self.minute = -1
 
@@ -144,6 +152,7 @@ class TestConnectionEndpoint:
         recorder: ConnectionRecorder | None = None,
         limiter: RateLimiter | None = None,
         metrics: Metrics | None = None,
+        watcher: ChangeWatcher | None = None,
     ) -> None:
         self.store = store
         self.secret = secret
@@ -155,6 +164,7 @@ class TestConnectionEndpoint:
         self.recorder = recorder
         self.limiter = limiter if limiter is not None and limiter.enabled else None
         self.metrics = metrics
+        self.watcher = watcher
         self._memo: dict[bytes, _Known] = {}
         self._memo_key = hmac.digest(secret, b"moeconnect request memo", "sha256")
 
@@ -164,35 +174,27 @@ class TestConnectionEndpoint:
         dc = dc_from_host(host.decode("latin-1"), self.known_dcs)
         return dc if dc in self.dcs else self.dcs[0]
 
+    def _fingerprint(self, authorization: bytes, appkey: bytes, body: bytes) -> bytes:
+        """The memo's key for a request: a keyed hash, so the memo holds no key."""
+        # Header values can't hold a newline, so the joined bytes are unambiguous.
+        return hashlib.blake2b(
+            authorization + b"\n" + appkey + b"\n" + body, key=self._memo_key, digest_size=16
+        ).digest()
+
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         # Monotonic: also compared with the cache's load times (see _authenticate).
         started = time.monotonic()
-        authorization = content_type = appkey = host = req_id = agent = forwarded = None
-        content_length = -1
-        repeated_auth = False
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                if authorization is None:
-                    authorization = value
-                else:
-                    repeated_auth = True
-            elif name == b"content-type":
-                content_type = value
-            elif name == b"moe-appkey":
-                appkey = value
-            elif name == b"host":
-                host = value
-            elif name == b"x-request-id":
-                req_id = value
-            elif name == b"user-agent":
-                agent = value
-            elif name == b"x-forwarded-for":
-                forwarded = value
-            elif name == b"content-length":
-                try:
-                    content_length = int(value)
-                except ValueError:
-                    content_length = -1
+        (
+            authorization,
+            content_type,
+            appkey,
+            host,
+            req_id,
+            agent,
+            forwarded,
+            content_length,
+            repeated_auth,
+        ) = _scan(scope["headers"])
         request_id = request_id_from(req_id)
         dc = self.served_dc(host)
         client = scope.get("client")
@@ -216,12 +218,7 @@ class TestConnectionEndpoint:
                 and not too_large
                 and method == "POST"
             ):
-                # Header values can't hold a newline, so the joined bytes are unambiguous.
-                fingerprint = hashlib.blake2b(
-                    authorization + b"\n" + appkey + b"\n" + body,
-                    key=self._memo_key,
-                    digest_size=16,
-                ).digest()
+                fingerprint = self._fingerprint(authorization, appkey, body)
                 known = self._memo.get(fingerprint)
                 if known is not None and known.dc != dc:
                     known = None
@@ -280,6 +277,58 @@ class TestConnectionEndpoint:
                 )
             )
 
+    def answer_at_once(
+        self, headers: list[tuple[bytes, bytes]], body: bytes, client: tuple[str, int] | None
+    ) -> bytes | None:
+        """The whole response after the status line and server headers, or None.
+
+        For the HTTP protocol (:mod:`.protocol`), which calls it for a POST to :data:`PATH`
+        whose complete body is ``body``, before any ASGI task exists. Only a warm repeat of a
+        success is answered here (see :meth:`_pass_warm`); None means "take the ASGI path", and
+        nothing has been counted then.
+        """
+        started = time.monotonic()
+        (
+            authorization,
+            content_type,
+            appkey,
+            host,
+            req_id,
+            agent,
+            forwarded,
+            _content_length,
+            repeated_auth,
+        ) = _scan(headers)
+        if (
+            content_type != _JSON
+            or authorization is None
+            or appkey is None
+            or repeated_auth
+            or len(body) > checks.MAX_BODY
+        ):
+            return None
+        known = self._memo.get(self._fingerprint(authorization, appkey, body))
+        if known is None or known.record is None or known.dc != self.served_dc(host):
+            return None
+        client_ip = self.client_address.resolve(
+            client[0] if client else None, forwarded.decode("latin-1") if forwarded else None
+        )
+        request_id = request_id_from(req_id)
+        limit_headers = self._pass_warm(known, client_ip, request_id, agent, started, "protocol")
+        if limit_headers is None:
+            return None
+        return b"".join(
+            [
+                known.head,
+                b"x-request-id: ",
+                request_id.encode(),
+                b"\r\n",
+                *[name + b": " + value + b"\r\n" for name, value in limit_headers],
+                b"\r\n",
+                known.body,
+            ]
+        )
+
     async def _warm(
         self,
         known: _Known,
@@ -289,24 +338,10 @@ class TestConnectionEndpoint:
         send: Send,
         started: float,
     ) -> bool:
-        """Answer a repeat of a success from memory; False when the full path must answer.
-
-        It must: when the cache no longer holds the record the success was checked against (a
-        rotation, a revocation or the TTL replaced or dropped it), when the limits live in Redis,
-        or when a limit is exhausted.
-        """
-        workspace_id = known.workspace_id
-        limiter = self.limiter
-        if limiter is not None and not limiter.in_memory:
+        """Answer a repeat of a success from memory; False when the full path must answer."""
+        limit_headers = self._pass_warm(known, client_ip, request_id, agent, started, "asgi")
+        if limit_headers is None:
             return False
-        if known.record is None or not self.cache.holds(workspace_id, known.record):
-            return False
-        limit_headers: list[tuple[bytes, bytes]] = []
-        if limiter is not None:
-            passed = limiter.pass_known(client_ip, workspace_id, failed=False)
-            if passed is None:
-                return False
-            limit_headers = passed
         headers = [
             *JSON_HEADERS,
             (b"content-length", str(len(known.body)).encode()),
@@ -315,8 +350,39 @@ class TestConnectionEndpoint:
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": known.body})
-        if self.metrics is not None:
-            self.metrics.observe(SUCCESS, time.monotonic() - started)
+        return True
+
+    def _pass_warm(
+        self,
+        known: _Known,
+        client_ip: str | None,
+        request_id: str,
+        agent: bytes | None,
+        started: float,
+        via: str,
+    ) -> list[tuple[bytes, bytes]] | None:
+        """Limits, metrics and record of a warm success: its limit headers, or None.
+
+        None — having counted nothing — when the full path must answer: when the cache no longer
+        holds the record the success was checked against (a rotation, a revocation or the TTL
+        replaced or dropped it), when the limits live in Redis, or when a limit is exhausted.
+        """
+        workspace_id = known.workspace_id
+        limiter = self.limiter
+        if limiter is not None and not limiter.in_memory:
+            return None
+        if known.record is None or not self.cache.holds(workspace_id, known.record):
+            return None
+        limit_headers: list[tuple[bytes, bytes]] = []
+        if limiter is not None:
+            passed = limiter.pass_known(client_ip, workspace_id, failed=False)
+            if passed is None:
+                return None
+            limit_headers = passed
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.observe(SUCCESS, time.monotonic() - started)
+            metrics.warm[via] += 1
         recorder = self.recorder
         if recorder is not None:
             now = time.time()
@@ -340,7 +406,7 @@ class TestConnectionEndpoint:
                         user_agent=agent.decode("latin-1")[:256] if agent else None,
                     )
                 )
-        return True
+        return limit_headers
 
     async def _decide_known(
         self, known: _Known, request_id: str, client_ip: str | None, arrived: float
@@ -495,20 +561,31 @@ class TestConnectionEndpoint:
     ) -> Success | Failure:
         """Rows 13–18 against the cached record, or the store's.
 
-        A cached record is trusted for a success. A *failure* is trusted only from a record read
-        after this request arrived (a concurrent request's read, say): a key, a workspace or a
-        resumption written by another process a moment ago must work at once, before the change
-        feed tells this process about it.
+        A cached record is trusted for a success. A *failure* must be true of the store as it
+        was when this request arrived: a key, a workspace or a resumption written by another
+        process a moment ago must work at once, before the regular change-feed poll tells this
+        process about it. So a failure stands if the cached record was read after the request
+        arrived, or if a change-feed poll started after it arrived left that record in the cache
+        (no change to the workspace since it was read). Otherwise the store is asked.
         """
         now = datetime.now(UTC)
-        cached = self.cache.get(request.workspace_id)
+        workspace_id = request.workspace_id
+        cached = self.cache.get(workspace_id)
         if cached is not None:
             loaded, record = cached
             result = checks.check_credentials(request, record, digest, now, self.domain)
-            if isinstance(result, Success) or loaded >= arrived:
+            if (
+                isinstance(result, Success)
+                or loaded >= arrived
+                or (
+                    self.watcher is not None
+                    and await self.watcher.caught_up(arrived)
+                    and self.cache.holds(workspace_id, record, count=False)
+                )
+            ):
                 self._remember(known, record, result)
                 return result
-        fresh = await self._load(request.workspace_id)
+        fresh = await self._load(workspace_id)
         result = checks.check_credentials(request, fresh, digest, now, self.domain)
         if fresh is not None:
             self._remember(known, fresh, result)
@@ -538,6 +615,61 @@ class TestConnectionEndpoint:
             failure.key_id,
             error_headers(status, RETRY_AFTER_STORE if status == 503 else None),
         )
+
+
+def _scan(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[
+    bytes | None,
+    bytes | None,
+    bytes | None,
+    bytes | None,
+    bytes | None,
+    bytes | None,
+    bytes | None,
+    int,
+    bool,
+]:
+    """The headers the endpoint reads, in one pass: Authorization, Content-Type, MOE-APPKEY,
+    Host, X-Request-ID, User-Agent, X-Forwarded-For, Content-Length (-1 when absent or bad),
+    and whether Authorization came more than once."""
+    authorization = content_type = appkey = host = req_id = agent = forwarded = None
+    content_length = -1
+    repeated_auth = False
+    for name, value in headers:
+        if name == b"authorization":
+            if authorization is None:
+                authorization = value
+            else:
+                repeated_auth = True
+        elif name == b"content-type":
+            content_type = value
+        elif name == b"moe-appkey":
+            appkey = value
+        elif name == b"host":
+            host = value
+        elif name == b"x-request-id":
+            req_id = value
+        elif name == b"user-agent":
+            agent = value
+        elif name == b"x-forwarded-for":
+            forwarded = value
+        elif name == b"content-length":
+            try:
+                content_length = int(value)
+            except ValueError:
+                content_length = -1
+    return (
+        authorization,
+        content_type,
+        appkey,
+        host,
+        req_id,
+        agent,
+        forwarded,
+        content_length,
+        repeated_auth,
+    )
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:

@@ -1,34 +1,65 @@
-"""uvicorn's httptools protocol with a bound on request heads and enveloped protocol errors.
+"""uvicorn's httptools protocol, with a bound on request heads, enveloped protocol errors and a
+fast path for the Test Connection endpoint's warm answers.
 
 httptools buffers a request line and headers of any size before uvicorn sees them, so a client
 could make one request hold gigabytes. This protocol counts the bytes of each request head as
 they arrive and, past :data:`MAX_HEAD`, answers 431 and closes the connection. Requests that are
 not valid HTTP (which uvicorn answers with a plain-text 400) get the JSON error envelope here too,
 so every answer of the server has the same shape.
+
+The fast path: most Test Connection requests repeat one that succeeded a moment ago, and the
+endpoint can answer those from memory (``answer_at_once``, see :mod:`.endpoint`). For such a
+request uvicorn's ASGI machinery — a task, an event, two messages, a regex per response header,
+two writes — would cost more than the answer. So a plain keep-alive ``POST`` to the endpoint's
+path is *held*: its body is collected here, and once it is complete the app's ``answer_at_once``
+is asked first. An answer is written in one piece; ``None`` releases the request to uvicorn as if
+it had never been held, with the body it already has. Anything unusual (another path, a query
+string, HTTP/1.0, ``Connection: close``, ``Expect``, an upgrade, a request pipelined behind one
+still being answered, a paused writer, a body over the endpoint's limit) is never held.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from ..checks import MAX_BODY
+from .endpoint import PATH
 from .responses import error_body, new_request_id
 
-__all__ = ["MAX_HEAD", "BoundedHttpToolsProtocol"]
+__all__ = ["MAX_HEAD", "AnswerAtOnce", "BoundedHttpToolsProtocol"]
 
 MAX_HEAD = 64 * 1024  # request line + headers; browsers send a few kilobytes at most
 
+log = logging.getLogger("moeconnect.http")
+
 _REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
+_PATH = PATH.encode()
+_OK = STATUS_LINE[200]
+
+# (headers, complete body, client address) -> the response after the status line and the
+# server's own headers, or None to let the ASGI app answer.
+AnswerAtOnce = Callable[[list[tuple[bytes, bytes]], bytes, "tuple[str, int] | None"], bytes | None]
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """Rejects request heads larger than :data:`MAX_HEAD` with 431; envelopes parser 400s."""
+    """Rejects request heads larger than :data:`MAX_HEAD` with 431; envelopes parser 400s;
+    answers what the app's ``answer_at_once`` can answer without an ASGI task."""
+
+    # The server's default headers (``date``, renewed every second as a new list), rendered once
+    # per list: (the list, its bytes).
+    _defaults: tuple[object, bytes] = (None, b"")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_bytes = 0
         self._in_body = False
+        self._answer_at_once: AnswerAtOnce | None = getattr(self.app, "answer_at_once", None)
+        self._held: list[bytes] | None = None  # the body so far of a held request
+        self._held_size = 0
 
     def data_received(self, data: bytes) -> None:
         if self._in_body:
@@ -44,11 +75,71 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_body = True
         self._head_bytes = 0
+        if self._answer_at_once is not None and self._may_hold():
+            self._held = []
+            self._held_size = 0
+            return
         super().on_headers_complete()
+
+    def _may_hold(self) -> bool:
+        parser = self.parser
+        return (
+            self.url == _PATH
+            and parser.get_method() == b"POST"
+            and parser.get_http_version() == "1.1"
+            and parser.should_keep_alive()
+            and not parser.should_upgrade()
+            and not self.expect_100_continue
+            and (self.cycle is None or self.cycle.response_complete)
+            and not self.flow.write_paused
+            and not self.transport.is_closing()
+        )
+
+    def on_body(self, body: bytes) -> None:
+        if self._held is None:
+            super().on_body(body)
+            return
+        self._held.append(body)
+        self._held_size += len(body)
+        if self._held_size > MAX_BODY:
+            self._release()
 
     def on_message_complete(self) -> None:
         self._in_body = False
-        super().on_message_complete()
+        held = self._held
+        if held is None:
+            super().on_message_complete()
+            return
+        self._held = None
+        body = b"".join(held)
+        assert self._answer_at_once is not None
+        try:
+            answer = self._answer_at_once(self.headers, body, self.client)
+        except Exception:  # a bug here must not become the parser's 400: let the app answer
+            log.exception("the fast path failed; the request goes to the app")
+            answer = None
+        if answer is None:
+            self._held = [body] if body else []
+            self._release()
+            super().on_message_complete()
+            return
+        self.transport.write(_OK + self._default_headers() + answer)
+        self.on_response_complete()
+
+    def _release(self) -> None:
+        """Hand a held request to uvicorn: start its ASGI task, with the body held so far."""
+        held, self._held = self._held or [], None
+        super().on_headers_complete()
+        for chunk in held:
+            super().on_body(chunk)
+
+    def _default_headers(self) -> bytes:
+        defaults = self.server_state.default_headers
+        cached = BoundedHttpToolsProtocol._defaults
+        if cached[0] is not defaults:
+            rendered = b"".join(name + b": " + value + b"\r\n" for name, value in defaults)
+            cached = BoundedHttpToolsProtocol._defaults = (defaults, rendered)
+        return cached[1]
 
     def send_400_response(self, msg: str) -> None:
         self._reject(400, "MALFORMED_REQUEST")

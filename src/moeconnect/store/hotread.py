@@ -1,10 +1,11 @@
-"""The hot path's one read: a workspace's credentials, straight from the driver, in batches.
+"""The hot path's reads, straight from the driver: credentials in batches, and the change feed.
 
 A cache miss on the Test Connection endpoint must cost little. Going through SQLAlchemy's async
 layer costs several thread hops per query on SQLite and a few hundred microseconds of Python;
 here one query fetches every workspace the endpoint is waiting for at that moment (concurrent
 misses coalesce into one ``IN (...)``), on SQLite in one dedicated reader thread with its own
-connection, on PostgreSQL through a small asyncpg pool. Failures surface as
+connection, on PostgreSQL through a small asyncpg pool. The change feed's poll, which a refused
+key waits for (see ``ChangeWatcher.caught_up``), takes the same road. Failures surface as
 :class:`StoreUnavailable`, never as "no such workspace".
 """
 
@@ -16,7 +17,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from sys import intern
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from ..records import CredentialKey, KeyState, WorkspaceCredentials
 from .base import StoreUnavailable
@@ -29,6 +30,7 @@ MAX_BATCH = 500
 _COLUMNS = (
     "w.id, w.name, w.dc, w.status, k.id, k.digest, k.state, k.ended_at, k.ended_how, k.created_at"
 )
+_CHANGES = "SELECT id, workspace_id FROM changes WHERE id > {after} ORDER BY id LIMIT {limit}"
 _FROM = (
     "FROM workspaces w LEFT JOIN api_keys k ON k.workspace_id = w.id AND k.scope = {scope} "
     "WHERE w.id IN ({ids})"
@@ -84,11 +86,17 @@ def group(rows: Iterable[Row]) -> dict[str, WorkspaceCredentials]:
     return result
 
 
-class CredentialReader:
-    """Coalesces concurrent lookups into batched reads by ``fetch_many``."""
+class _Fetcher(Protocol):
+    async def __call__(self, ids: list[str], scope: str) -> list[Row]: ...
+    async def changes(self, after_id: int, limit: int) -> list[tuple[int, str]]: ...
 
-    def __init__(self, fetch_many: Callable[[list[str], str], Awaitable[list[Row]]]) -> None:
-        self._fetch_many = fetch_many
+
+class CredentialReader:
+    """Coalesces concurrent lookups into batched reads by ``fetcher``."""
+
+    def __init__(self, fetcher: _Fetcher) -> None:
+        self._fetch_many = fetcher
+        self.changes_since = fetcher.changes
         self._pending: dict[tuple[str, str], list[asyncio.Future[WorkspaceCredentials | None]]] = {}
         self._running = False
 
@@ -188,6 +196,19 @@ class _SQLiteFetcher:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._fetch, ids, scope)
 
+    def _changes(self, after_id: int, limit: int) -> list[tuple[int, str]]:
+        try:
+            sql = _CHANGES.format(after="?", limit="?")
+            rows = self._connection().execute(sql, (after_id, limit)).fetchall()
+        except (sqlite3.Error, OSError) as err:
+            self._close()
+            raise StoreUnavailable(f"{type(err).__name__}: {err}") from None
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    async def changes(self, after_id: int, limit: int) -> list[tuple[int, str]]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._changes, after_id, limit)
+
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
         self._executor.shutdown(wait=False)
@@ -197,6 +218,7 @@ class _PostgresFetcher:
     """A small asyncpg pool and one prepared query."""
 
     SQL = f"SELECT {_COLUMNS} " + _FROM.format(scope="$1", ids="SELECT unnest($2::text[])")
+    CHANGES = _CHANGES.format(after="$1", limit="$2")
 
     def __init__(self, db: DatabaseURL) -> None:
         self.dsn = db.sync_url
@@ -222,6 +244,15 @@ class _PostgresFetcher:
                 return rows
         except Exception as err:  # connection, timeout or server error: all mean "unavailable"
             raise StoreUnavailable(f"{type(err).__name__}: {err}") from None
+
+    async def changes(self, after_id: int, limit: int) -> list[tuple[int, str]]:
+        try:
+            pool = await self._get_pool()
+            async with pool.acquire(timeout=3) as conn:
+                rows = await conn.fetch(self.CHANGES, after_id, limit)
+        except Exception as err:
+            raise StoreUnavailable(f"{type(err).__name__}: {err}") from None
+        return [(int(r[0]), str(r[1])) for r in rows]
 
     async def close(self) -> None:
         if self._pool is not None:
