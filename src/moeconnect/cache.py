@@ -1,9 +1,10 @@
 """The in-process credential cache, and the change watcher that keeps it honest.
 
-A valid request served from here costs no database round trip. Entries live at most ``ttl``
-seconds (the safety net when invalidations are lost); every write that changes a workspace appends
-to the store's change feed, which :class:`ChangeWatcher` polls and turns into invalidations, so a
-rotation or revocation made by any process reaches every worker within one poll interval.
+A valid request served from here costs no database round trip. Every write that changes a
+workspace appends to the store's change feed, which :class:`ChangeWatcher` polls and turns into
+invalidations, so a rotation or revocation made by any process reaches every worker within one
+poll interval. The TTL is the safety net when that fails: no entry is trusted more than ``ttl``
+seconds after both its own read and the last successful poll.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterable
 
 from .records import WorkspaceCredentials
 from .store import Store, StoreError
+from .store.base import CHANGES_PAGE
 
 __all__ = ["ChangeWatcher", "CredentialCache"]
 
@@ -28,9 +30,24 @@ class CredentialCache:
 
     An invalidation also remembers *when* it happened, so a read that started before it (and so
     may have seen the old rows) can't put the old record back afterwards.
+
+    The TTL bounds how far behind the store an entry can be when invalidations are lost. An
+    entry is as current as its read, or as the latest change-feed poll that has been applied
+    (:meth:`confirm`), whichever is later: so while the feed is read, entries don't expire (and
+    a workspace used every minute isn't re-read every ``ttl`` seconds); once it can't be read,
+    every entry expires ``ttl`` seconds after the last poll that succeeded.
     """
 
-    __slots__ = ("_cleared_at", "_entries", "_invalidated", "hits", "max_entries", "misses", "ttl")
+    __slots__ = (
+        "_cleared_at",
+        "_entries",
+        "_invalidated",
+        "fresh_until",
+        "hits",
+        "max_entries",
+        "misses",
+        "ttl",
+    )
 
     # Invalidation times older than this can't race with any read still in flight.
     _REMEMBER = 60.0
@@ -41,8 +58,14 @@ class CredentialCache:
         self._entries: dict[str, tuple[float, float, WorkspaceCredentials]] = {}
         self._invalidated: dict[str, float] = {}
         self._cleared_at = float("-inf")
+        # Entries are trusted until here whatever their own expiry: see confirm().
+        self.fresh_until = float("-inf")
         self.hits = 0
         self.misses = 0
+
+    def confirm(self, polled_at: float) -> None:
+        """Every change committed before monotonic time ``polled_at`` has been applied here."""
+        self.fresh_until = max(self.fresh_until, polled_at + self.ttl)
 
     def get(self, workspace_id: str) -> tuple[float, WorkspaceCredentials] | None:
         """(time loaded, credentials) if cached and fresh."""
@@ -51,7 +74,8 @@ class CredentialCache:
             self.misses += 1
             return None
         expires, loaded, record = entry
-        if time.monotonic() >= expires:
+        now = time.monotonic()
+        if now >= expires and now >= self.fresh_until:
             self._entries.pop(workspace_id, None)
             self.misses += 1
             return None
@@ -67,7 +91,10 @@ class CredentialCache:
         :meth:`get`, which counts).
         """
         entry = self._entries.get(workspace_id)
-        if entry is None or entry[2] is not record or time.monotonic() >= entry[0]:
+        if entry is None or entry[2] is not record:
+            return False
+        now = time.monotonic()
+        if now >= entry[0] and now >= self.fresh_until:
             return False
         if count:
             self.hits += 1
@@ -139,7 +166,6 @@ class ChangeWatcher:
         # then has been applied to the cache.
         self.synced_from = float("-inf")
         self._on_demand: asyncio.Task[bool] | None = None
-        self._on_demand_started = 0.0
         self.on_demand_polls = 0
 
     async def start(self) -> None:
@@ -176,7 +202,9 @@ class ChangeWatcher:
                 applied += 1
             self.last_id = max(self.last_id, change_id)
         self.last_poll = time.monotonic()
-        self.synced_from = max(self.synced_from, started)
+        if len(changes) < CHANGES_PAGE:  # a full page: more are waiting, nothing is confirmed
+            self.synced_from = max(self.synced_from, started)
+            self.cache.confirm(started)
         return applied
 
     async def caught_up(self, since: float) -> bool:
@@ -193,12 +221,8 @@ class ChangeWatcher:
                 running = self._on_demand = asyncio.get_running_loop().create_task(
                     self._poll_on_demand()
                 )
-                self._on_demand_started = time.monotonic()
-            started = self._on_demand_started
             if not await asyncio.shield(running):
                 return False
-            if started >= since:
-                return True
         return True
 
     async def _poll_on_demand(self) -> bool:

@@ -24,6 +24,7 @@ from moeconnect.cache import CredentialCache
 from moeconnect.config import Settings, load_secret
 from moeconnect.invalidation import RedisInvalidation
 from moeconnect.keys import generate_key
+from moeconnect.records import WorkspaceCredentials
 from moeconnect.store import SQLStore
 
 from .. import services
@@ -191,6 +192,29 @@ def test_a_cached_failure_asks_the_change_feed_not_the_credentials(
             assert (fresh.status_code, code_of(fresh)) == (200, "SUCCESS")
             stale = client.post(PATH, **request_kwargs(workspace_id, key))
             assert (stale.status_code, code_of(stale)) == (401, "KEY_REVOKED")
+
+
+def test_an_entry_outlives_its_ttl_only_while_the_change_feed_is_read() -> None:
+    """The TTL bounds how far an entry can lag the store: from its read, or from the latest
+    change-feed poll applied, whichever is later."""
+    ttl = 0.2
+    cache = CredentialCache(ttl=ttl)
+    record = WorkspaceCredentials("W1", "TTL", "01", "active", ())
+    cache.put(record)
+    time.sleep(ttl + 0.05)
+    assert cache.get("W1") is None, "no poll confirmed it: the entry's own TTL ends it"
+
+    cache.put(record)
+    deadline = time.monotonic() + 3 * ttl
+    while time.monotonic() < deadline:  # the feed is read every 50 ms
+        cache.confirm(time.monotonic())
+        time.sleep(0.05)
+    assert cache.get("W1") == (pytest.approx(deadline - 3 * ttl, abs=0.1), record)
+    assert cache.holds("W1", record)
+
+    time.sleep(ttl + 0.05)  # the feed stops answering
+    assert not cache.holds("W1", record)
+    assert cache.get("W1") is None
 
 
 def test_concurrent_cached_failures_share_a_change_feed_poll(tmp_path: Path) -> None:

@@ -37,6 +37,10 @@ __all__ = [
 ]
 
 
+# Most changes one changes_since() call returns: a full page means more are waiting.
+CHANGES_PAGE = 10_000
+
+
 class StoreError(Exception):
     """Base class of the store's errors."""
 
@@ -179,7 +183,10 @@ class Store(Protocol):
     async def token_by_digest(self, digest: bytes) -> OperatorToken | None: ...
 
     # Change feed
-    async def changes_since(self, after_id: int) -> list[Change]: ...
+    async def changes_since(self, after_id: int) -> list[Change]:
+        """The oldest changes after ``after_id``, in ID order, at most :data:`CHANGES_PAGE`."""
+        ...
+
     async def last_change_id(self) -> int: ...
 
     # -- connection record (issue 3) -----------------------------------------------------------

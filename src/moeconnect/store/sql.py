@@ -31,6 +31,7 @@ from ..records import (
     WorkspaceCredentials,
 )
 from .base import (
+    CHANGES_PAGE,
     AttemptBucket,
     AttemptPage,
     AttemptRow,
@@ -673,7 +674,7 @@ class SQLStore:
     async def changes_since(self, after_id: int) -> list[Change]:
         # Polled often (and on demand, by refused keys): the hot reader's lean road, which also
         # refuses a replaced or missing SQLite file.
-        return await self._reader.changes_since(after_id, 10000)
+        return await self._reader.changes_since(after_id, CHANGES_PAGE)
 
     async def last_change_id(self) -> int:
         async with self._conn() as conn:
