@@ -129,8 +129,8 @@ def _clean(value: str | None, limit: int) -> str | None:
     The record holds what callers sent (a workspace ID from a Basic header, a user agent); one
     unstorable value must not poison a whole batch.
     """
-    if value is None:
-        return None
+    if value is None or (len(value) <= limit and "\x00" not in value):
+        return value  # nearly always: no copy
     return value.replace("\x00", "")[:limit]
 
 

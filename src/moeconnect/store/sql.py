@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -125,25 +126,6 @@ def _token(row: Any) -> OperatorToken:
 _SUCCESSES = (SUCCESS, STALE_SUCCESS)
 
 
-def _attempt_values(row: AttemptRow) -> dict[str, Any]:
-    return {
-        "at": row.at,
-        "last_at": row.last_at,
-        "minute": row.minute,
-        "request_id": row.request_id,
-        "workspace_id": row.workspace_id,
-        "dc": row.dc,
-        "source": row.source,
-        "outcome": row.outcome,
-        "key_id": row.key_id,
-        "stale": row.stale,
-        "client_ip": row.client_ip,
-        "user_agent": row.user_agent,
-        "count": row.count,
-        "agg_key": row.agg_key,
-    }
-
-
 _ATTEMPT_SQL: dict[tuple[str, bool], tuple[str, tuple[str, ...]]] = {}
 SQLITE_CACHE_KIB = 8 * 1024  # per connection (grown only as pages are read): RSS adds up
 
@@ -152,29 +134,44 @@ def _sqlite_datetime(moment: datetime) -> str:
     """The exact text SQLAlchemy's SQLite DATETIME stores, so comparisons stay consistent."""
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
-    # isoformat: the same text as strftime("%Y-%m-%d %H:%M:%S.%f"), several times faster.
-    return moment.replace(tzinfo=None).isoformat(" ", "microseconds")
+    # isoformat: the same text as strftime("%Y-%m-%d %H:%M:%S.%f"), several times faster; the
+    # "+00:00" it appends is cut off rather than the tzinfo replaced first.
+    return moment.isoformat(" ", "microseconds")[:26]
 
 
-def _driver_rows(
-    dialect: sa.Dialect, order: tuple[str, ...], rows: list[dict[str, Any]]
+_ATTEMPT_DATETIMES = ("at", "last_at", "minute")
+
+
+def _attempt_driver_rows(
+    dialect: sa.Dialect, order: tuple[str, ...], rows: Iterable[AttemptRow]
 ) -> list[tuple[Any, ...]]:
-    """Parameter tuples in the driver's own representation of each type."""
+    """Parameter tuples for ``rows`` in ``order``, in the driver's representation of each type.
+
+    Runs on the event loop for every row of the connection record, so it does the least:
+    one C-level attribute fetch per row, then the three timestamps (``at`` and ``last_at`` are
+    often the same object, converted once) and, on SQLite, the boolean.
+    """
+    fetch = attrgetter(*order)
+    times = [order.index(name) for name in _ATTEMPT_DATETIMES if name in order]
     sqlite = dialect.name == "sqlite"
+    stale = order.index("stale") if sqlite and "stale" in order else -1
     out = []
-    for values in rows:
-        row = []
-        for name in order:
-            value = values[name]
-            if isinstance(value, datetime):
-                value = (
+    for attempt in rows:
+        row = list(fetch(attempt))
+        previous: datetime | None = None
+        text: Any = None
+        for index in times:
+            value = row[index]
+            if value is not previous:
+                previous = value
+                text = (
                     _sqlite_datetime(value)
                     if sqlite
                     else value.astimezone(UTC).replace(tzinfo=None)
                 )
-            elif sqlite and isinstance(value, bool):
-                value = int(value)
-            row.append(value)
+            row[index] = text
+        if stale >= 0:
+            row[stale] = int(row[stale])
         out.append(tuple(row))
     return out
 
@@ -689,11 +686,11 @@ class SQLStore:
         One transaction per batch. Aggregates sharing an ``agg_key`` are merged first: one
         statement may not touch the same row twice.
         """
-        singles: list[dict[str, Any]] = []
+        singles: list[AttemptRow] = []
         aggregates: dict[str, AttemptRow] = {}
         for row in batch:
             if row.agg_key is None:
-                singles.append(_attempt_values(row))
+                singles.append(row)
             else:
                 prev = aggregates.get(row.agg_key)
                 aggregates[row.agg_key] = row if prev is None else _merge_attempts(prev, row)
@@ -704,11 +701,12 @@ class SQLStore:
             # event loop and would cost the endpoint more than the write itself.
             if singles:
                 sql, order = self._compiled_attempt_statement(conn, upsert=False)
-                await _insert_many(conn, sql, _driver_rows(conn.dialect, order, singles))
+                rows = _attempt_driver_rows(conn.dialect, order, singles)
+                await _insert_many(conn, sql, rows)
             if aggregates:
                 sql, order = self._compiled_attempt_statement(conn, upsert=True)
-                values = [_attempt_values(r) for r in aggregates.values()]
-                await _insert_many(conn, sql, _driver_rows(conn.dialect, order, values))
+                rows = _attempt_driver_rows(conn.dialect, order, aggregates.values())
+                await _insert_many(conn, sql, rows)
 
     def _compiled_attempt_statement(
         self, conn: AsyncConnection, *, upsert: bool
