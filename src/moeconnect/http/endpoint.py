@@ -181,47 +181,47 @@ class TestConnectionEndpoint:
             authorization + b"\n" + appkey + b"\n" + body, key=self._memo_key, digest_size=16
         ).digest()
 
+    def _recall(self, head: _Head, body: bytes, dc: str) -> tuple[bytes, _Known | None]:
+        """The memo's key for this request (b"" when it can't be remembered) and its entry."""
+        if (
+            head.content_type != _JSON
+            or head.authorization is None
+            or head.appkey is None
+            or head.repeated_auth
+        ):
+            return b"", None
+        fingerprint = self._fingerprint(head.authorization, head.appkey, body)
+        known = self._memo.get(fingerprint)
+        if known is not None and known.dc != dc:
+            known = None
+        return fingerprint, known
+
+    def _client_ip(self, client: tuple[str, int] | None, head: _Head) -> str | None:
+        forwarded = head.forwarded
+        return self.client_address.resolve(
+            client[0] if client else None, forwarded.decode("latin-1") if forwarded else None
+        )
+
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         # Monotonic: also compared with the cache's load times (see _authenticate).
         started = time.monotonic()
-        (
-            authorization,
-            content_type,
-            appkey,
-            host,
-            req_id,
-            agent,
-            forwarded,
-            content_length,
-            repeated_auth,
-        ) = _scan(scope["headers"])
-        request_id = request_id_from(req_id)
-        dc = self.served_dc(host)
-        client = scope.get("client")
-        client_ip = self.client_address.resolve(
-            client[0] if client else None, forwarded.decode("latin-1") if forwarded else None
-        )
+        head = _Head(scope["headers"])
+        authorization, content_type, appkey = head.authorization, head.content_type, head.appkey
+        agent, repeated_auth = head.agent, head.repeated_auth
+        request_id = request_id_from(head.request_id)
+        dc = self.served_dc(head.host)
+        client_ip = self._client_ip(scope.get("client"), head)
         limit_headers: list[tuple[bytes, bytes]] | None = None
         try:
             method = scope["method"]
             body = b""
-            too_large = content_length > checks.MAX_BODY
+            too_large = head.content_length > checks.MAX_BODY
             if method == "POST" and not too_large:
                 body, too_large = await _read_body(receive)
             known: _Known | None = None
             fingerprint = b""
-            if (
-                content_type == _JSON
-                and authorization is not None
-                and appkey is not None
-                and not repeated_auth
-                and not too_large
-                and method == "POST"
-            ):
-                fingerprint = self._fingerprint(authorization, appkey, body)
-                known = self._memo.get(fingerprint)
-                if known is not None and known.dc != dc:
-                    known = None
+            if method == "POST" and not too_large:
+                fingerprint, known = self._recall(head, body, dc)
             if known is not None and known.record is not None:
                 warm = await self._warm(known, client_ip, request_id, agent, send, started)
                 if warm:
@@ -288,33 +288,17 @@ class TestConnectionEndpoint:
         nothing has been counted then.
         """
         started = time.monotonic()
-        (
-            authorization,
-            content_type,
-            appkey,
-            host,
-            req_id,
-            agent,
-            forwarded,
-            _content_length,
-            repeated_auth,
-        ) = _scan(headers)
-        if (
-            content_type != _JSON
-            or authorization is None
-            or appkey is None
-            or repeated_auth
-            or len(body) > checks.MAX_BODY
-        ):
+        head = _Head(headers)
+        if len(body) > checks.MAX_BODY:
             return None
-        known = self._memo.get(self._fingerprint(authorization, appkey, body))
-        if known is None or known.record is None or known.dc != self.served_dc(host):
+        known = self._recall(head, body, self.served_dc(head.host))[1]
+        if known is None or known.record is None:
             return None
-        client_ip = self.client_address.resolve(
-            client[0] if client else None, forwarded.decode("latin-1") if forwarded else None
+        client_ip = self._client_ip(client, head)
+        request_id = request_id_from(head.request_id)
+        limit_headers = self._pass_warm(
+            known, client_ip, request_id, head.agent, started, "protocol"
         )
-        request_id = request_id_from(req_id)
-        limit_headers = self._pass_warm(known, client_ip, request_id, agent, started, "protocol")
         if limit_headers is None:
             return None
         return b"".join(
@@ -617,59 +601,57 @@ class TestConnectionEndpoint:
         )
 
 
-def _scan(
-    headers: list[tuple[bytes, bytes]],
-) -> tuple[
-    bytes | None,
-    bytes | None,
-    bytes | None,
-    bytes | None,
-    bytes | None,
-    bytes | None,
-    bytes | None,
-    int,
-    bool,
-]:
-    """The headers the endpoint reads, in one pass: Authorization, Content-Type, MOE-APPKEY,
-    Host, X-Request-ID, User-Agent, X-Forwarded-For, Content-Length (-1 when absent or bad),
-    and whether Authorization came more than once."""
-    authorization = content_type = appkey = host = req_id = agent = forwarded = None
-    content_length = -1
-    repeated_auth = False
-    for name, value in headers:
-        if name == b"authorization":
-            if authorization is None:
-                authorization = value
-            else:
-                repeated_auth = True
-        elif name == b"content-type":
-            content_type = value
-        elif name == b"moe-appkey":
-            appkey = value
-        elif name == b"host":
-            host = value
-        elif name == b"x-request-id":
-            req_id = value
-        elif name == b"user-agent":
-            agent = value
-        elif name == b"x-forwarded-for":
-            forwarded = value
-        elif name == b"content-length":
-            try:
-                content_length = int(value)
-            except ValueError:
-                content_length = -1
-    return (
-        authorization,
-        content_type,
-        appkey,
-        host,
-        req_id,
-        agent,
-        forwarded,
-        content_length,
-        repeated_auth,
+class _Head:
+    """The request headers the endpoint reads, found in one pass over them."""
+
+    __slots__ = (
+        "agent",
+        "appkey",
+        "authorization",
+        "content_length",
+        "content_type",
+        "forwarded",
+        "host",
+        "repeated_auth",
+        "request_id",
     )
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        authorization = content_type = appkey = host = request_id = agent = forwarded = None
+        content_length = -1  # absent or not a number
+        repeated_auth = False  # Authorization came more than once
+        for name, value in headers:
+            if name == b"authorization":
+                if authorization is None:
+                    authorization = value
+                else:
+                    repeated_auth = True
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"moe-appkey":
+                appkey = value
+            elif name == b"host":
+                host = value
+            elif name == b"x-request-id":
+                request_id = value
+            elif name == b"user-agent":
+                agent = value
+            elif name == b"x-forwarded-for":
+                forwarded = value
+            elif name == b"content-length":
+                try:
+                    content_length = int(value)
+                except ValueError:
+                    content_length = -1
+        self.authorization: bytes | None = authorization
+        self.content_type: bytes | None = content_type
+        self.appkey: bytes | None = appkey
+        self.host: bytes | None = host
+        self.request_id: bytes | None = request_id
+        self.agent: bytes | None = agent
+        self.forwarded: bytes | None = forwarded
+        self.content_length = content_length
+        self.repeated_auth = repeated_auth
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:
