@@ -15,7 +15,10 @@ function init(args)
       ["Content-Type"] = "application/json",
     }, body)
   end
-  -- Each thread starts at a different place.
+  -- Each run starts at a different place: LuaJIT's generator is not seeded by itself, so
+  -- without this every run began at the same request, and the harness's cache warm-up (runs of
+  -- 5 s until nearly every workspace is cached) could repeat the same slice for minutes.
+  math.randomseed(os.time())
   index = math.random(count) - 1
 end
 

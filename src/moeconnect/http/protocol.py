@@ -15,7 +15,10 @@ path is *held*: its body is collected here, and once it is complete the app's ``
 is asked first. An answer is written in one piece; ``None`` releases the request to uvicorn as if
 it had never been held, with the body it already has. Anything unusual (another path, a query
 string, HTTP/1.0, ``Connection: close``, ``Expect``, an upgrade, a request pipelined behind one
-still being answered, a paused writer, a body over the endpoint's limit) is never held.
+still being answered, a paused writer, a body over the endpoint's limit) is never held. A
+request still held (its body not complete) when the server shuts down is closed with its
+connection, like one whose headers had not all arrived: the client sees a closed connection,
+never a wrong answer.
 """
 
 from __future__ import annotations
