@@ -88,7 +88,7 @@ def group(rows: Iterable[Row]) -> dict[str, WorkspaceCredentials]:
 
 class _Fetcher(Protocol):
     async def __call__(self, ids: list[str], scope: str) -> list[Row]: ...
-    async def changes(self, after_id: int, limit: int) -> list[tuple[int, str]]: ...
+    async def changes(self, after_id: int, limit: int) -> list[Row]: ...
 
 
 class CredentialReader:
@@ -96,9 +96,12 @@ class CredentialReader:
 
     def __init__(self, fetcher: _Fetcher) -> None:
         self._fetch_many = fetcher
-        self.changes_since = fetcher.changes
         self._pending: dict[tuple[str, str], list[asyncio.Future[WorkspaceCredentials | None]]] = {}
         self._running = False
+
+    async def changes_since(self, after_id: int, limit: int) -> list[tuple[int, str]]:
+        """(change ID, workspace ID) of the oldest ``limit`` changes after ``after_id``."""
+        return [(int(r[0]), str(r[1])) for r in await self._fetch_many.changes(after_id, limit)]
 
     async def credentials(
         self, workspace_id: str, scope: str = "data"
@@ -183,31 +186,24 @@ class _SQLiteFetcher:
             self._conn.close()
             self._conn = None
 
-    def _fetch(self, ids: list[str], scope: str) -> list[Row]:
+    def _query(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        """Run one query on the reader's connection (in its thread); errors mean "unavailable"."""
         try:
-            conn = self._connection()
-            sql = f"SELECT {_COLUMNS} " + _FROM.format(scope="?", ids=", ".join("?" * len(ids)))
-            return conn.execute(sql, [scope, *ids]).fetchall()
+            return self._connection().execute(sql, params).fetchall()
         except (sqlite3.Error, OSError) as err:
             self._close()
             raise StoreUnavailable(f"{type(err).__name__}: {err}") from None
+
+    async def _run(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._query, sql, params)
 
     async def __call__(self, ids: list[str], scope: str) -> list[Row]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._fetch, ids, scope)
+        sql = f"SELECT {_COLUMNS} " + _FROM.format(scope="?", ids=", ".join("?" * len(ids)))
+        return await self._run(sql, [scope, *ids])
 
-    def _changes(self, after_id: int, limit: int) -> list[tuple[int, str]]:
-        try:
-            sql = _CHANGES.format(after="?", limit="?")
-            rows = self._connection().execute(sql, (after_id, limit)).fetchall()
-        except (sqlite3.Error, OSError) as err:
-            self._close()
-            raise StoreUnavailable(f"{type(err).__name__}: {err}") from None
-        return [(int(r[0]), str(r[1])) for r in rows]
-
-    async def changes(self, after_id: int, limit: int) -> list[tuple[int, str]]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._changes, after_id, limit)
+    async def changes(self, after_id: int, limit: int) -> list[Row]:
+        return await self._run(_CHANGES.format(after="?", limit="?"), (after_id, limit))
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
@@ -236,23 +232,21 @@ class _PostgresFetcher:
                     )
         return self._pool
 
-    async def __call__(self, ids: list[str], scope: str) -> list[Row]:
+    async def _run(self, sql: str, *args: Any) -> list[Row]:
+        """Run one query on a pooled connection; every failure means "unavailable"."""
         try:
             pool = await self._get_pool()
             async with pool.acquire(timeout=3) as conn:
-                rows: list[Row] = await conn.fetch(self.SQL, scope, ids)
+                rows: list[Row] = await conn.fetch(sql, *args)
                 return rows
         except Exception as err:  # connection, timeout or server error: all mean "unavailable"
             raise StoreUnavailable(f"{type(err).__name__}: {err}") from None
 
-    async def changes(self, after_id: int, limit: int) -> list[tuple[int, str]]:
-        try:
-            pool = await self._get_pool()
-            async with pool.acquire(timeout=3) as conn:
-                rows = await conn.fetch(self.CHANGES, after_id, limit)
-        except Exception as err:
-            raise StoreUnavailable(f"{type(err).__name__}: {err}") from None
-        return [(int(r[0]), str(r[1])) for r in rows]
+    async def __call__(self, ids: list[str], scope: str) -> list[Row]:
+        return await self._run(self.SQL, scope, ids)
+
+    async def changes(self, after_id: int, limit: int) -> list[Row]:
+        return await self._run(self.CHANGES, after_id, limit)
 
     async def close(self) -> None:
         if self._pool is not None:
