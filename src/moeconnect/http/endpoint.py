@@ -39,6 +39,7 @@ from .responses import (
     JSON_HEADERS,
     error_body,
     error_headers,
+    header_lines,
     http_date,
     request_id_from,
     success_body,
@@ -124,12 +125,7 @@ class _Known:
     def remember_success(self, record: WorkspaceCredentials, body: bytes, key_id: str) -> None:
         self.record = record
         self.body = body
-        self.head = b"".join(
-            [
-                *[name + b": " + value + b"\r\n" for name, value in JSON_HEADERS],
-                b"content-length: %d\r\n" % len(body),
-            ]
-        )
+        self.head = header_lines([*JSON_HEADERS, (b"content-length", b"%d" % len(body))])
         self.key_id = key_id
         self.minute = -1
 
@@ -307,7 +303,7 @@ class TestConnectionEndpoint:
                 b"x-request-id: ",
                 request_id.encode(),
                 b"\r\n",
-                *[name + b": " + value + b"\r\n" for name, value in limit_headers],
+                header_lines(limit_headers),
                 b"\r\n",
                 known.body,
             ]

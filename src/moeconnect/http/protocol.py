@@ -31,7 +31,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from ..checks import MAX_BODY
 from .endpoint import PATH
-from .responses import error_body, new_request_id
+from .responses import JSON_HEADERS, error_body, header_lines, new_request_id
 
 __all__ = ["MAX_HEAD", "AnswerAtOnce", "BoundedHttpToolsProtocol"]
 
@@ -140,8 +140,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         defaults = self.server_state.default_headers
         cached = BoundedHttpToolsProtocol._defaults
         if cached[0] is not defaults:
-            rendered = b"".join(name + b": " + value + b"\r\n" for name, value in defaults)
-            cached = BoundedHttpToolsProtocol._defaults = (defaults, rendered)
+            cached = BoundedHttpToolsProtocol._defaults = (defaults, header_lines(defaults))
         return cached[1]
 
     def send_400_response(self, msg: str) -> None:
@@ -150,14 +149,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _reject(self, status: int, code: str, **params: object) -> None:
         request_id = new_request_id()
         body = error_body(code, request_id, **params)
-        head = [
-            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status]),
-            *(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers),
-            b"content-type: application/json\r\n",
-            b"cache-control: no-store\r\n",
-            b"x-request-id: " + request_id.encode() + b"\r\n",
-            b"content-length: " + str(len(body)).encode() + b"\r\n",
-            b"connection: close\r\n\r\n",
+        headers = [
+            *JSON_HEADERS,
+            (b"x-request-id", request_id.encode()),
+            (b"content-length", b"%d" % len(body)),
+            (b"connection", b"close"),
         ]
-        self.transport.write(b"".join(head) + body)
+        status_line = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])
+        self.transport.write(
+            status_line + self._default_headers() + header_lines(headers) + b"\r\n" + body
+        )
         self.transport.close()

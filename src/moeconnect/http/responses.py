@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 import secrets
+from collections.abc import Iterable
 from datetime import datetime
 from email.utils import format_datetime
 
@@ -17,6 +18,7 @@ __all__ = [
     "envelope",
     "error_body",
     "error_headers",
+    "header_lines",
     "http_date",
     "new_request_id",
     "request_id_from",
@@ -69,6 +71,11 @@ def error_body(code: str, request_id: str, **params: object) -> bytes:
 
 def success_body(app_name: str) -> bytes:
     return orjson.dumps({"status": "success", "app_name": app_name})
+
+
+def header_lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """``name: value`` lines as they go on the wire, for responses written without ASGI."""
+    return b"".join([name + b": " + value + b"\r\n" for name, value in headers])
 
 
 def http_date(moment: datetime) -> str:
