@@ -246,16 +246,9 @@ class TestConnectionEndpoint:
         except Exception:
             log.exception("unexpected error", extra={"request_id": request_id})
             outcome = _Outcome(500, error_body("INTERNAL", request_id), "INTERNAL")
-        headers = [
-            *JSON_HEADERS,
-            (b"content-length", str(len(outcome.body)).encode()),
-            (b"x-request-id", request_id.encode()),
-        ]
-        headers.extend(outcome.extra)
-        if limit_headers:
-            headers.extend(limit_headers)
-        await send({"type": "http.response.start", "status": outcome.status, "headers": headers})
-        await send({"type": "http.response.body", "body": outcome.body})
+        await _respond(
+            send, outcome.status, outcome.body, request_id, [*outcome.extra, *(limit_headers or ())]
+        )
         if self.metrics is not None:
             self.metrics.observe(outcome.code, time.monotonic() - started)
         if self.recorder is not None:
@@ -322,14 +315,7 @@ class TestConnectionEndpoint:
         limit_headers = self._pass_warm(known, client_ip, request_id, agent, started, "asgi")
         if limit_headers is None:
             return False
-        headers = [
-            *JSON_HEADERS,
-            (b"content-length", str(len(known.body)).encode()),
-            (b"x-request-id", request_id.encode()),
-            *limit_headers,
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": known.body})
+        await _respond(send, 200, known.body, request_id, limit_headers)
         return True
 
     def _pass_warm(
@@ -648,6 +634,20 @@ class _Head:
         self.forwarded: bytes | None = forwarded
         self.content_length = content_length
         self.repeated_auth = repeated_auth
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, request_id: str, extra: list[tuple[bytes, bytes]]
+) -> None:
+    """Send a response with the headers every answer of the endpoint carries, then ``extra``."""
+    headers = [
+        *JSON_HEADERS,
+        (b"content-length", b"%d" % len(body)),
+        (b"x-request-id", request_id.encode()),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:
