@@ -56,7 +56,8 @@ def _request(
 
 
 class _Connection:
-    """One keep-alive connection that reads whole responses (Content-Length framed)."""
+    """One keep-alive connection that reads whole responses (Content-Length framed); a context
+    manager that closes it."""
 
     def __init__(self, server: MoeconnectServer) -> None:
         self.sock = socket.create_connection((server.host, server.port), timeout=10)
@@ -83,7 +84,10 @@ class _Connection:
         body, self.buffer = self.buffer[:length], self.buffer[length:]
         return int(status_line.split()[1]), headers, body
 
-    def close(self) -> None:
+    def __enter__(self) -> _Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self.sock.close()
 
 
@@ -130,24 +134,18 @@ def workspace(server: MoeconnectServer) -> tuple[str, str]:
     # Written by this process: the server hears of it through its change feed (polled every
     # 0.25 s), which drops a record loaded before the poll. After this, no poll is pending.
     time.sleep(0.6)
-    connection = _Connection(server)
-    try:
+    with _Connection(server) as connection:
         _until_warm(server, connection, b"".join(_request(workspace_id, key)))
-    finally:
-        connection.close()
     return workspace_id, key
 
 
 def test_a_warm_answer_is_what_the_app_would_have_sent(server: MoeconnectServer) -> None:
     workspace_id, key = server.workspace_with_key("Fast path")
-    connection = _Connection(server)
-    try:
+    with _Connection(server) as connection:
         request = b"".join(_request(workspace_id, key))
         connection.send(request)
         cold = connection.response()  # the first answer always comes from the app
         warm = _until_warm(server, connection, request)
-    finally:
-        connection.close()
     assert cold[0] == warm[0] == 200
     assert cold[2] == warm[2] == b'{"status":"success","app_name":"Fast path"}'
     # The same headers in the same order; only the request ID and the limit counters move.
@@ -165,16 +163,13 @@ def test_a_caller_request_id_is_echoed_by_the_fast_path(
 ) -> None:
     workspace_id, key = workspace
     before = _warm_answers(server)["protocol"]
-    connection = _Connection(server)
-    try:
+    with _Connection(server) as connection:
         for request_id in ("first-request-id", "second-request-id"):
             head, body = _request(workspace_id, key, extra=(f"X-Request-ID: {request_id}",))
             connection.send(head + body)
             status, headers, _ = connection.response()
             assert status == 200
             assert dict(headers)["x-request-id"] == request_id
-    finally:
-        connection.close()
     assert _warm_answers(server)["protocol"] == before + 2
 
 
@@ -192,12 +187,9 @@ def test_requests_the_protocol_does_not_hold_are_answered_by_the_app(
     workspace_id, key = workspace
     before = _warm_answers(server)
     head, body = _request(workspace_id, key, **options)
-    connection = _Connection(server)
-    try:
+    with _Connection(server) as connection:
         connection.send(head + body)
         status, _, answer = connection.response()
-    finally:
-        connection.close()
     assert (status, orjson.loads(answer)["status"]) == (200, "success"), variant
     after = _warm_answers(server)
     assert after["protocol"] == before["protocol"], variant
@@ -209,8 +201,7 @@ def test_expect_100_continue_is_left_to_the_app(
 ) -> None:
     workspace_id, key = workspace
     before = _warm_answers(server)
-    connection = _Connection(server)
-    try:
+    with _Connection(server) as connection:
         head, body = _request(workspace_id, key, extra=("Expect: 100-continue",))
         connection.send(head)
         while b"\r\n\r\n" not in connection.buffer:
@@ -219,8 +210,6 @@ def test_expect_100_continue_is_left_to_the_app(
         connection.buffer = connection.buffer.split(b"\r\n\r\n", 1)[1]
         connection.send(body)
         assert connection.response()[0] == 200
-    finally:
-        connection.close()
     after = _warm_answers(server)
     assert after == {"protocol": before["protocol"], "asgi": before["asgi"] + 1}
 
@@ -232,14 +221,11 @@ def test_pipelined_requests_are_answered_in_order(
     good = b"".join(_request(workspace_id, key))
     wrong = b"".join(_request(workspace_id, "moe_data_wrongwrongwrongwrongwrongwrong"))
     before = _warm_answers(server)["protocol"]
-    connection = _Connection(server)
-    try:
+    with _Connection(server) as connection:
         # A warm one, one the app must answer (a failure needs the store), and a warm one
         # queued behind it: answered in the order they were sent.
         connection.send(good + wrong + good + good)
         statuses = [connection.response()[0] for _ in range(4)]
-    finally:
-        connection.close()
     assert statuses == [200, 401, 200, 200]
     # The first is the protocol's; the last may be too, once the app's answer went out.
     assert _warm_answers(server)["protocol"] >= before + 1
@@ -250,8 +236,7 @@ def test_a_body_in_pieces_and_a_chunked_body_are_answered(
 ) -> None:
     workspace_id, key = workspace
     before = _warm_answers(server)["protocol"]
-    connection = _Connection(server)
-    try:
+    with _Connection(server) as connection:
         head, body = _request(workspace_id, key)
         connection.send(head + body[:10])
         time.sleep(0.05)
@@ -260,8 +245,6 @@ def test_a_body_in_pieces_and_a_chunked_body_are_answered(
         head, body = _request(workspace_id, key, chunked=True)
         connection.send(head + body)
         assert connection.response()[0] == 200
-    finally:
-        connection.close()
     assert _warm_answers(server)["protocol"] == before + 2
 
 
@@ -271,8 +254,7 @@ def test_a_body_over_the_limit_is_refused_by_the_app(
 ) -> None:
     workspace_id, key = workspace
     head, body = _request(workspace_id, key, body=b"x" * (MAX_BODY + 1), chunked=chunked)
-    connection = _Connection(server)
-    try:
+    with _Connection(server) as connection:
         connection.send(head)
         # In pieces, as a large upload arrives: the protocol stops holding past the limit.
         for start in range(0, len(body), 16 * 1024):
@@ -281,7 +263,5 @@ def test_a_body_over_the_limit_is_refused_by_the_app(
             except (BrokenPipeError, ConnectionResetError):
                 break  # the server may answer and close before the rest is sent
         status, _, answer = connection.response()
-    finally:
-        connection.close()
     assert status == 413
     assert orjson.loads(answer)["error"]["code"] == "PAYLOAD_TOO_LARGE"

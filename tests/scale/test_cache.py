@@ -34,6 +34,18 @@ from .helpers import NO_LIMITS, PATH, InProcessServer, code_of, request_kwargs
 RECORD_TABLE = "connection_attempts"  # the connection record, written in background batches
 
 
+def _workspace_with_key(server: InProcessServer, name: str) -> tuple[str, str]:
+    """A workspace in DC 01 and its key, made through the server's own accounts (and cache)."""
+
+    async def make() -> tuple[str, str]:
+        accounts = server.app.runtime.accounts
+        ws = await accounts.create_workspace(name, "01")
+        return ws.id, (await accounts.generate_key(ws.id)).key
+
+    result: tuple[str, str] = server.call(make())
+    return result
+
+
 def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -127,12 +139,7 @@ def test_a_cached_success_makes_no_database_query(
     settings = Settings(db_url=db_url, change_poll_interval=3600)
     with InProcessServer(settings) as server:
         runtime = server.app.runtime
-
-        async def setup() -> tuple[str, str]:
-            ws = await runtime.accounts.create_workspace("Cached", "01")
-            return ws.id, (await runtime.accounts.generate_key(ws.id)).key
-
-        workspace_id, key = server.call(setup())
+        workspace_id, key = _workspace_with_key(server, "Cached")
         with httpx.Client(base_url=server.base_url, timeout=10) as client:
             mark = statements.mark()
             first = client.post(PATH, **request_kwargs(workspace_id, key))
@@ -160,12 +167,7 @@ def test_a_cached_failure_asks_the_change_feed_not_the_credentials(
     settings = Settings(db_url=db_url, change_poll_interval=3600)
     with InProcessServer(settings) as server:
         runtime = server.app.runtime
-
-        async def setup() -> tuple[str, str]:
-            ws = await runtime.accounts.create_workspace("Refused", "01")
-            return ws.id, (await runtime.accounts.generate_key(ws.id)).key
-
-        workspace_id, key = server.call(setup())
+        workspace_id, key = _workspace_with_key(server, "Refused")
         wrong = generate_key("data")  # well-formed, not this workspace's
         with httpx.Client(base_url=server.base_url, timeout=10) as client:
             # The first loads the record; the second's poll meets the setup's own changes,
@@ -266,11 +268,7 @@ def test_an_entry_never_outlives_its_ttl_when_invalidations_are_lost(tmp_path: P
             assert invalidation is not None
             _wait(lambda: invalidation.connected, 10, "the subscriber to connect")
 
-            async def setup() -> tuple[str, str]:
-                ws = await runtime.accounts.create_workspace("TTL", "01")
-                return ws.id, (await runtime.accounts.generate_key(ws.id)).key
-
-            workspace_id, key = server.call(setup())
+            workspace_id, key = _workspace_with_key(server, "TTL")
 
             redis.stop()
             _wait(lambda: not invalidation.connected, 10, "the subscriber to notice")
