@@ -70,7 +70,10 @@ def error_body(code: str, request_id: str, **params: object) -> bytes:
 
 
 def success_body(app_name: str) -> bytes:
-    return orjson.dumps({"status": "success", "app_name": app_name})
+    """The body of a success. Copied to its exact size: orjson's bytes keep a 4 KiB buffer
+    whatever their length, and the endpoint's memo keeps one body per workspace in use (with
+    150,000 of them that was 600 MB)."""
+    return bytes(memoryview(orjson.dumps({"status": "success", "app_name": app_name})))
 
 
 def header_lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
