@@ -28,7 +28,13 @@ from .records import Attempt
 from .store import Store, StoreError
 from .store.base import AttemptRow
 
-__all__ = ["DEFAULT_RETENTION", "ConnectionRecorder", "aggregate_key", "parse_retention"]
+__all__ = [
+    "DEFAULT_RETENTION",
+    "ConnectionRecorder",
+    "SuccessCounter",
+    "aggregate_key",
+    "parse_retention",
+]
 
 log = logging.getLogger("moeconnect.record")
 
@@ -63,60 +69,112 @@ def parse_retention(text: str | None) -> timedelta:
 
 
 class _Aggregate:
-    """A mutable running total, so adding an attempt is a dict lookup and a few assignments."""
+    """A mutable running total, so adding an attempt is a few assignments.
 
-    __slots__ = ("count", "first", "last", "latest", "minute", "template")
+    Kept small, since with many workspaces in use the aggregates are most of the buffer: the
+    latest attempt's details are either ``template`` itself (``request_id`` None) or the raw
+    parts a warm count was given, and a template shared by every minute of one workspace, key
+    and source gives only those. A *success counter* (:meth:`ConnectionRecorder.success_counter`)
+    is one that the endpoint keeps and counts into minute after minute: its row is built, and its
+    count reset, when it is written.
+    """
 
-    def __init__(self, attempt: Attempt) -> None:
-        self.template = attempt
-        self.first = attempt.at
-        self.last = attempt.at
-        self.count = 1
-        self.minute = int(attempt.at.timestamp()) // 60
-        # The latest attempt counted by count_again(), as raw parts: (epoch seconds, request
-        # ID, client IP, User-Agent bytes). The row shows the latest attempt's details.
-        self.latest: tuple[float, str, str | None, bytes | None] | None = None
+    __slots__ = (
+        "agent",
+        "client_ip",
+        "count",
+        "first",
+        "last",
+        "minute",
+        "queued",
+        "request_id",
+        "template",
+    )
+
+    def __init__(self, template: Attempt, count: int = 1) -> None:
+        self.template = template
+        self.first = self.last = template.at.timestamp()  # epoch seconds
+        self.count = count
+        self.minute = int(self.last) // 60
+        self.queued = False  # a success counter: waiting in the buffer to be written
+        # Set by a warm count: the latest attempt's request ID, client IP and User-Agent bytes.
+        self.request_id: str | None = None
+        self.client_ip: str | None = None
+        self.agent: bytes | None = None
 
     def add(self, attempt: Attempt) -> None:
         self.count += 1
-        if attempt.at >= self.last:
-            self.last = attempt.at
+        at = attempt.at.timestamp()
+        if at >= self.last:
+            self.last = at
             self.template = attempt
-            self.latest = None
+            self.request_id = None
+
+    def add_details(
+        self, at: float, request_id: str, client_ip: str | None, agent: bytes | None
+    ) -> None:
+        self.count += 1
+        if at >= self.last:
+            self.last = at
+            self.request_id = request_id
+            self.client_ip = client_ip
+            self.agent = agent
+
+    def key(self) -> str:
+        template = self.template
+        return aggregate_key(
+            template.outcome, template.workspace_id, template.key_id, self.minute, template.source
+        )
+
+    def take(self) -> _Aggregate:
+        """A copy holding the counts so far; this one starts again from zero."""
+        copy = _Aggregate.__new__(_Aggregate)
+        for name in _Aggregate.__slots__:
+            setattr(copy, name, getattr(self, name))
+        copy.queued = False
+        self.count = 0
+        return copy
 
     def latest_attempt(self) -> Attempt:
         """The attempt whose details the row shows."""
-        if self.latest is None:
-            return self.template
-        at, request_id, client_ip, agent = self.latest
-        moment = datetime.fromtimestamp(at, UTC)
-        if moment < self.last:
-            return self.template
+        request_id = self.request_id
         template = self.template
+        if request_id is None:
+            return template
+        agent = self.agent
         return Attempt(  # spelled out: dataclasses.replace() is several times slower
-            at=moment,
+            at=datetime.fromtimestamp(self.last, UTC),
             request_id=request_id,
             workspace_id=template.workspace_id,
             dc=template.dc,
             source=template.source,
             outcome=template.outcome,
             key_id=template.key_id,
-            client_ip=client_ip,
+            client_ip=self.client_ip,
             user_agent=agent.decode("latin-1")[:256] if agent else None,
         )
 
 
-_Pending = AttemptRow | Attempt | tuple[str, "_Aggregate"]
+# What the endpoint holds for its warm successes: see ConnectionRecorder.success_counter().
+SuccessCounter = _Aggregate
+
+_Pending = AttemptRow | Attempt | tuple[str, _Aggregate] | _Aggregate
 
 
-def _build(item: _Pending) -> AttemptRow:
-    """The row for a buffered item: a retried row, a single failure or an aggregate."""
+def _build(item: _Pending) -> AttemptRow | None:
+    """The row for a buffered item: a retried row, a single failure or an aggregate (None for a
+    success counter with nothing counted since it was last written)."""
     if isinstance(item, AttemptRow):
         return item
     if isinstance(item, Attempt):
         return _row(item)
+    if isinstance(item, _Aggregate):  # a success counter: its counts so far, then zero
+        item.queued = False
+        if not item.count:
+            return None
+        item = (item.key(), item.take())
     key, agg = item
-    return _row(agg.latest_attempt(), agg.count, key, first=agg.first)
+    return _row(agg.latest_attempt(), agg.count, key, first=datetime.fromtimestamp(agg.first, UTC))
 
 
 def _minute(moment: datetime) -> datetime:
@@ -177,13 +235,19 @@ class ConnectionRecorder:
         self.aggregate_rate = aggregate_rate
         self.batch_size = batch_size
         self.max_pending = max_pending
-        # Aggregates waiting for the write of all counts: each holds ~0.5 KB until then, and
-        # reaching this many brings that write forward (memory over fewer writes).
-        self.max_aggregates = max(1, max_pending // 4)
+        # Aggregates waiting for the write of all counts: reaching this many brings that write
+        # forward (memory over fewer writes). Each holds ~0.3 KB until then. Not smaller: with
+        # 150,000 workspaces in use, a quarter of the buffer forced a write of all counts every
+        # few seconds, a row for every two or three requests.
+        self.max_aggregates = max(1, max_pending * 3 // 4)
         self.prune_interval = prune_interval
         self._singles: list[Attempt] = []  # turned into rows at flush, off the request path
         self._aggregates: dict[str, _Aggregate] = {}
-        # Aggregate keys already in the store: only their new counts are waiting, and those
+        # Success counters with counts to write (see success_counter()), and counts of minutes
+        # that are over, taken out of them.
+        self._counters: list[_Aggregate] = []
+        # Keys of 429 aggregates already in the store (a success's first aggregate is known by
+        # ``_seen``): only their new counts are waiting, and those
         # are written every ``aggregate_interval`` instead of every ``flush_interval`` — or less
         # often, down to once a minute, so that re-upserting them costs at most about
         # ``aggregate_rate`` rows a second: with 10,000 active workspaces, re-upserting every
@@ -210,7 +274,7 @@ class ConnectionRecorder:
     @property
     def queue_depth(self) -> int:
         """Rows waiting to be written (an aggregate counts once, however many attempts)."""
-        return len(self._singles) + len(self._aggregates) + len(self._retry)
+        return len(self._singles) + len(self._aggregates) + len(self._counters) + len(self._retry)
 
     def record(self, attempt: Attempt) -> None:
         """Take one attempt: O(1), no I/O, never raises into the endpoint."""
@@ -240,9 +304,7 @@ class ConnectionRecorder:
             if key not in self._stored and self._news(attempt):
                 self._fresh.append(key)
             if len(aggregates) >= self.max_aggregates:
-                self._next_full = 0.0  # the buffer fills: write every count at the next flush
-                if self._wake is not None:
-                    self._wake.set()
+                self._full_soon()
         else:
             self._singles.append(attempt)
         self.recorded += 1
@@ -270,26 +332,54 @@ class ConnectionRecorder:
         seen.add(combo)
         return True
 
-    def count_again(
+    def success_counter(self, template: Attempt) -> SuccessCounter:
+        """A counter the endpoint keeps for the warm successes of one workspace, key, source and
+        outcome (those fields of ``template``; its time and details are not used).
+
+        Counting into it (:meth:`count_success`) is the endpoint's cheapest path: no
+        :class:`Attempt`, no key, no lookup. Its counts are written with the next write of all
+        counts, never as news (see :meth:`_news`): the first success of a combination reaches
+        the endpoint's memory through :meth:`record`.
+        """
+        return _Aggregate(template, count=0)
+
+    def count_success(
         self,
-        key: str,
+        counter: SuccessCounter,
         at: float,
         request_id: str,
         client_ip: str | None,
         user_agent: bytes | None,
-    ) -> bool:
-        """Count one more success into the buffered aggregate ``key`` (see :func:`aggregate_key`).
-
-        The endpoint's cheapest path: no :class:`Attempt` is built. False when no such aggregate
-        is buffered; the caller then records the attempt with :meth:`record`.
-        """
-        aggregate = self._aggregates.get(key)
-        if aggregate is None:
-            return False
-        aggregate.count += 1
-        aggregate.latest = (at, request_id, client_ip, user_agent)
+    ) -> None:
+        """Count one success at epoch seconds ``at`` into ``counter``: O(1), no I/O."""
+        minute = int(at) // 60
+        if counter.count:
+            if minute == counter.minute:
+                counter.add_details(at, request_id, client_ip, user_agent)
+                self.recorded += 1
+                return
+            self._counters.append(counter.take())  # the counts of a minute that is over
+        elif self.queue_depth >= self.max_pending:
+            self._drop()
+            return
+        counter.count = 1
+        counter.minute = minute
+        counter.first = counter.last = at
+        counter.request_id = request_id
+        counter.client_ip = client_ip
+        counter.agent = user_agent
         self.recorded += 1
-        return True
+        if not counter.queued:
+            counter.queued = True
+            self._counters.append(counter)
+            if len(self._counters) + len(self._aggregates) >= self.max_aggregates:
+                self._full_soon()
+
+    def _full_soon(self) -> None:
+        """The buffer fills up with aggregates: write every count at the next flush."""
+        self._next_full = 0.0
+        if self._wake is not None:
+            self._wake.set()
 
     def _drop(self) -> None:
         self.dropped += 1
@@ -361,6 +451,8 @@ class ConnectionRecorder:
         self._singles = []
         stored = self._stored
         if full:
+            items.extend(self._counters)
+            self._counters = []
             taken, self._aggregates = self._aggregates, {}
             # Keys of minutes that are over can't be counted into again.
             current = int(time.time()) // 60
@@ -372,12 +464,13 @@ class ConnectionRecorder:
         self._fresh = []
         for key, agg in taken.items():
             items.append((key, agg))
-            stored[key] = agg.minute
+            if agg.template.outcome == RATE_LIMITED:
+                stored[key] = agg.minute
         return items
 
     def _full_interval(self) -> float:
         """Seconds until the next write of counts the store already has a row for."""
-        spread = len(self._aggregates) / self.aggregate_rate
+        spread = (len(self._aggregates) + len(self._counters)) / self.aggregate_rate
         return min(_MAX_AGGREGATE_INTERVAL, max(self.aggregate_interval, spread))
 
     async def flush(self, full: bool = True) -> bool:
@@ -390,17 +483,24 @@ class ConnectionRecorder:
                 self._next_full = now + self._full_interval()
             items = self._take(full)
             for start in range(0, len(items), self.batch_size):
-                chunk: list[AttemptRow] = []
+                built: list[AttemptRow | None] = []
                 for offset in range(start, min(start + self.batch_size, len(items)), _BUILD_STEP):
                     if offset > start:
                         await asyncio.sleep(0)  # let requests in between slices of building
-                    chunk.extend(_build(item) for item in items[offset : offset + _BUILD_STEP])
+                    built.extend(_build(item) for item in items[offset : offset + _BUILD_STEP])
+                chunk = [row for row in built if row is not None]
+                if not chunk:
+                    continue
                 try:
                     await self.store.add_attempts(chunk)
                 except Exception as err:  # a store error, or a surprise: never lose the rows
                     self.flush_failures += 1
                     if not await self._reachable():
-                        rest = [_build(item) for item in items[start + self.batch_size :]]
+                        rest = [
+                            row
+                            for row in map(_build, items[start + self.batch_size :])
+                            if row is not None
+                        ]
                         self._retry = chunk + rest + self._retry
                         log.warning(
                             "connection record flush failed; will retry",

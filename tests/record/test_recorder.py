@@ -151,30 +151,50 @@ def test_unstorable_values_are_cleaned_and_bad_rows_do_not_poison_a_batch(db_url
     asyncio.run(go())
 
 
-def test_count_again_adds_to_a_buffered_aggregate_with_the_latest_details(tmp_path: Path) -> None:
-    """The endpoint's warm path counts successes without building an Attempt."""
-    from moeconnect.record import aggregate_key
+def test_a_success_counter_counts_minute_after_minute_with_the_latest_details(
+    db_url: str,
+) -> None:
+    """The endpoint's warm path counts successes into a counter it keeps: no Attempt, no key.
+
+    A minute's counts are one row; the next minute's counts are another, with their own
+    times; counts in the same minute as a recorded attempt add up to one row with it.
+    """
 
     async def go() -> None:
-        store = open_store(f"sqlite:///{tmp_path / 'r.db'}")
+        store = open_store(db_url)
         await store.migrate()
         recorder = ConnectionRecorder(store)
         first = attempt(0)
-        minute = int(first.at.timestamp()) // 60
-        key = aggregate_key("SUCCESS", "W1", "key_1", minute, "tool")
-        assert not recorder.count_again(key, first.at.timestamp(), "r", None, None)
-        recorder.record(first)
-        later = (first.at + timedelta(seconds=5)).timestamp()
-        assert recorder.count_again(key, later, "req-latest", "10.9.9.9", b"agent/2")
-        assert recorder.count_again(key, later + 1, "req-last", "10.9.9.8", b"agent/3")
-        assert recorder.recorded == 3
+        recorder.record(first)  # the combination's first success, through record()
+        template = dataclasses.replace(first, request_id="", client_ip=None, user_agent=None)
+        counter = recorder.success_counter(template)
+        at = first.at.timestamp()
+        recorder.count_success(counter, at + 5, "req-latest", "10.9.9.9", b"agent/2")
+        recorder.count_success(counter, at + 7, "req-last", "10.9.9.8", b"agent/3")
+        recorder.count_success(counter, at + 6, "req-late", "10.9.9.7", None)  # not the latest
+        next_minute = at + 65
+        recorder.count_success(counter, next_minute, "req-next", "10.9.9.6", None)
+        recorder.count_success(counter, next_minute + 1, "req-next-2", "10.9.9.5", None)
+        assert recorder._fresh == [recorder._fresh[0]]  # only record()'s attempt is news
+        assert recorder.recorded == 6
+        assert await recorder.flush()
+        rows = sorted((await store.list_attempts("W1", limit=10)).items, key=lambda r: r.at)
+        assert [(r.count, r.request_id, r.client_ip, r.user_agent) for r in rows] == [
+            (4, "req-last", "10.9.9.8", "agent/3"),
+            (2, "req-next-2", "10.9.9.5", None),
+        ]
+        assert rows[0].at == first.at
+        assert rows[1].at == datetime.fromtimestamp(next_minute, UTC)
+        assert rows[1].last_at == datetime.fromtimestamp(next_minute + 1, UTC)
+        assert all((r.workspace_id, r.key_id, r.source) == ("W1", "key_1", "tool") for r in rows)
+        # Written means counted from zero again; a counter with nothing new writes nothing.
+        assert recorder.queue_depth == 0
+        assert await recorder.flush()
+        recorder.count_success(counter, next_minute + 2, "req-again", None, None)
         assert await recorder.flush()
         rows = (await store.list_attempts("W1", limit=10)).items
-        assert len(rows) == 1
-        row = rows[0]
-        assert row.count == 3
-        assert row.request_id == "req-last" and row.client_ip == "10.9.9.8"
-        assert row.user_agent == "agent/3"
+        assert sorted(r.count for r in rows) == [3, 4]
+        assert recorder.written == recorder.recorded == 7
         await store.close()
 
     asyncio.run(go())
@@ -204,8 +224,12 @@ def test_a_minute_rollover_waits_for_the_next_write_of_all_counts() -> None:
         "SUCCESS|other-tool",
         "RATE_LIMITED|" + str(int((T0 + timedelta(minutes=1)).timestamp()) // 60),
     ]
-    # max_aggregates (a quarter of the buffer) brings the next write of all counts forward.
+    # max_aggregates (three quarters of the buffer) brings the next write of all counts forward.
     recorder._next_full = float("inf")
-    for i in range(250):
-        recorder.record(dataclasses.replace(attempt(i), workspace_id=f"W{i}"))
+    i = 0
+    while len(recorder._aggregates) < 749:
+        recorder.record(dataclasses.replace(attempt(i), workspace_id=f"X{i}"))
+        i += 1
+    assert recorder._next_full == float("inf")
+    recorder.record(dataclasses.replace(attempt(0), workspace_id="the 750th"))
     assert recorder._next_full == 0.0

@@ -32,7 +32,7 @@ from ..errors import STALE_SUCCESS, SUCCESS
 from ..metrics import Metrics
 from ..proxies import ClientAddress
 from ..ratelimit import Admission, RateLimiter
-from ..record import ConnectionRecorder, aggregate_key
+from ..record import ConnectionRecorder, SuccessCounter
 from ..records import Attempt, WorkspaceCredentials
 from ..store import Store, StoreError
 from .responses import (
@@ -54,6 +54,9 @@ RETRY_AFTER_STORE = 5
 # distinct requests costs the memo its hits, never memory).
 _MEMO_SIZE = 250_000
 _JSON = b"application/json"
+# A warm success's header lines up to the value of its Content-Length (the protocol's fast path).
+_SUCCESS_HEAD = header_lines(JSON_HEADERS) + b"content-length: "
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 log = logging.getLogger("moeconnect.endpoint")
 
@@ -91,13 +94,11 @@ class _Known:
     """
 
     __slots__ = (
-        "agg_key",
         "body",
+        "counter",
         "dc",
         "digest",
-        "head",
         "key_id",
-        "minute",
         "record",
         "source",
         "workspace_id",
@@ -113,21 +114,40 @@ class _Known:
         # record can): the record it was checked against, and the body that was sent.
         self.record: WorkspaceCredentials | None = None
         self.body = b""
-        self.head = b""  # the response's fixed header lines, for the protocol's fast path
         self.key_id = ""
-        self.minute = -1  # the minute of agg_key, the record's aggregate for this success
-        self.agg_key = ""
+        # The connection record's counter for this success (None without a record).
+        self.counter: SuccessCounter | None = None
 
     def request(self) -> ConnectionRequest:
         """What rows 13–18 check, without the key."""
         return ConnectionRequest(self.workspace_id, "", self.source, self.dc)
 
-    def remember_success(self, record: WorkspaceCredentials, body: bytes, key_id: str) -> None:
+    def remember_success(
+        self,
+        record: WorkspaceCredentials,
+        body: bytes,
+        key_id: str,
+        recorder: ConnectionRecorder | None,
+    ) -> None:
         self.record = record
         self.body = body
-        self.head = header_lines([*JSON_HEADERS, (b"content-length", b"%d" % len(body))])
         self.key_id = key_id
-        self.minute = -1
+        # The record's string, equal to the one this request sent: one copy per workspace.
+        self.workspace_id = record.workspace_id
+        if recorder is not None:
+            self.counter = recorder.success_counter(
+                Attempt(
+                    at=_EPOCH,  # not used: the counter keeps its own times
+                    request_id="",
+                    workspace_id=record.workspace_id,
+                    dc=self.dc,
+                    source=self.source,
+                    outcome=SUCCESS,
+                    key_id=key_id,
+                    client_ip=None,
+                    user_agent=None,
+                )
+            )
 
 
 class TestConnectionEndpoint:
@@ -290,15 +310,17 @@ class TestConnectionEndpoint:
         )
         if limit_headers is None:
             return None
+        answer = known.body
         return b"".join(
             [
-                known.head,
-                b"x-request-id: ",
+                _SUCCESS_HEAD,
+                b"%d" % len(answer),
+                b"\r\nx-request-id: ",
                 request_id.encode(),
                 b"\r\n",
                 header_lines(limit_headers),
                 b"\r\n",
-                known.body,
+                answer,
             ]
         )
 
@@ -350,28 +372,9 @@ class TestConnectionEndpoint:
             metrics.observe(SUCCESS, time.monotonic() - started)
             metrics.warm[via] += 1
         recorder = self.recorder
-        if recorder is not None:
-            now = time.time()
-            minute = int(now) // 60
-            if minute != known.minute:
-                known.minute = minute
-                known.agg_key = aggregate_key(
-                    SUCCESS, workspace_id, known.key_id, minute, known.source
-                )
-            if not recorder.count_again(known.agg_key, now, request_id, client_ip, agent):
-                recorder.record(
-                    Attempt(
-                        at=datetime.fromtimestamp(now, UTC),
-                        request_id=request_id,
-                        workspace_id=workspace_id,
-                        dc=known.dc,
-                        source=known.source,
-                        outcome=SUCCESS,
-                        key_id=known.key_id,
-                        client_ip=client_ip,
-                        user_agent=agent.decode("latin-1")[:256] if agent else None,
-                    )
-                )
+        counter = known.counter
+        if recorder is not None and counter is not None:
+            recorder.count_success(counter, time.time(), request_id, client_ip, agent)
         return limit_headers
 
     async def _decide_known(
@@ -557,12 +560,13 @@ class TestConnectionEndpoint:
             self._remember(known, fresh, result)
         return result
 
-    @staticmethod
     def _remember(
-        known: _Known | None, record: WorkspaceCredentials, result: Success | Failure
+        self, known: _Known | None, record: WorkspaceCredentials, result: Success | Failure
     ) -> None:
         if known is not None and isinstance(result, Success) and not result.stale:
-            known.remember_success(record, success_body(result.app_name), result.key_id)
+            known.remember_success(
+                record, success_body(result.app_name), result.key_id, self.recorder
+            )
 
     async def _load(self, workspace_id: str) -> WorkspaceCredentials | None:
         loaded = time.monotonic()
