@@ -69,38 +69,15 @@ def parse_retention(text: str | None) -> timedelta:
 
 
 class _Aggregate:
-    """A mutable running total, so adding an attempt is a few assignments.
+    """A mutable running total of recorded attempts, so adding one is a few assignments."""
 
-    Kept small, since with many workspaces in use the aggregates are most of the buffer: the
-    latest attempt's details are either ``template`` itself (``request_id`` None) or the raw
-    parts a warm count was given, and a template shared by every minute of one workspace, key
-    and source gives only those. A *success counter* (:meth:`ConnectionRecorder.success_counter`)
-    is one that the endpoint keeps and counts into minute after minute: its row is built, and its
-    count reset, when it is written.
-    """
+    __slots__ = ("count", "first", "last", "minute", "template")
 
-    __slots__ = (
-        "agent",
-        "client_ip",
-        "count",
-        "first",
-        "last",
-        "minute",
-        "queued",
-        "request_id",
-        "template",
-    )
-
-    def __init__(self, template: Attempt, count: int = 1) -> None:
-        self.template = template
-        self.first = self.last = template.at.timestamp()  # epoch seconds
-        self.count = count
+    def __init__(self, attempt: Attempt) -> None:
+        self.template = attempt  # the latest attempt: the row shows its details
+        self.first = self.last = attempt.at.timestamp()  # epoch seconds
+        self.count = 1
         self.minute = int(self.last) // 60
-        self.queued = False  # a success counter: waiting in the buffer to be written
-        # Set by a warm count: the latest attempt's request ID, client IP and User-Agent bytes.
-        self.request_id: str | None = None
-        self.client_ip: str | None = None
-        self.agent: bytes | None = None
 
     def add(self, attempt: Attempt) -> None:
         self.count += 1
@@ -108,73 +85,107 @@ class _Aggregate:
         if at >= self.last:
             self.last = at
             self.template = attempt
-            self.request_id = None
 
-    def add_details(
-        self, at: float, request_id: str, client_ip: str | None, agent: bytes | None
-    ) -> None:
-        self.count += 1
-        if at >= self.last:
-            self.last = at
-            self.request_id = request_id
-            self.client_ip = client_ip
-            self.agent = agent
 
-    def key(self) -> str:
-        template = self.template
-        return aggregate_key(
-            template.outcome, template.workspace_id, template.key_id, self.minute, template.source
+# A success counter's counts of one minute: (count, minute, first, last, request ID, client IP,
+# User-Agent bytes), times in epoch seconds, details of the latest attempt.
+_Counts = tuple[int, int, float, float, str, str | None, bytes | None]
+
+
+class SuccessCounter:
+    """The warm successes of one workspace, key and source, counted minute after minute.
+
+    The endpoint's memo entries are success counters (a subclass), so counting a warm success
+    (:meth:`ConnectionRecorder.count_success`) builds no :class:`Attempt`, formats no key and
+    looks nothing up, and no object is made per minute: when a minute is over its counts move
+    to ``previous`` (one tuple) until they are written. The latest attempt's details are kept as
+    raw parts. Rows are built, and the counts reset, when the write of all counts comes.
+    """
+
+    __slots__ = (
+        "agent",
+        "client_ip",
+        "count",
+        "dc",
+        "first",
+        "key_id",
+        "last",
+        "minute",
+        "previous",
+        "queued",
+        "request_id",
+        "source",
+        "workspace_id",
+    )
+
+    def __init__(self, workspace_id: str, dc: str, source: str, key_id: str = "") -> None:
+        self.workspace_id = workspace_id
+        self.dc = dc
+        self.source = source
+        self.key_id = key_id
+        self.count = 0
+        self.minute = -1
+        self.first = self.last = 0.0  # epoch seconds
+        self.queued = False  # waiting in the recorder's buffer to be written
+        self.request_id = ""
+        self.client_ip: str | None = None
+        self.agent: bytes | None = None
+        self.previous: _Counts | None = None  # the counts of a minute that is over
+
+    def counts(self) -> _Counts:
+        return (
+            self.count,
+            self.minute,
+            self.first,
+            self.last,
+            self.request_id,
+            self.client_ip,
+            self.agent,
         )
 
-    def take(self) -> _Aggregate:
-        """A copy holding the counts so far; this one starts again from zero."""
-        copy = _Aggregate.__new__(_Aggregate)
-        for name in _Aggregate.__slots__:
-            setattr(copy, name, getattr(self, name))
-        copy.queued = False
-        self.count = 0
-        return copy
-
-    def latest_attempt(self) -> Attempt:
-        """The attempt whose details the row shows."""
-        request_id = self.request_id
-        template = self.template
-        if request_id is None:
-            return template
-        agent = self.agent
-        return Attempt(  # spelled out: dataclasses.replace() is several times slower
-            at=datetime.fromtimestamp(self.last, UTC),
+    def row(self, counts: _Counts) -> AttemptRow:
+        count, minute, first, last, request_id, client_ip, agent = counts
+        latest = Attempt(
+            at=datetime.fromtimestamp(last, UTC),
             request_id=request_id,
-            workspace_id=template.workspace_id,
-            dc=template.dc,
-            source=template.source,
-            outcome=template.outcome,
-            key_id=template.key_id,
-            client_ip=self.client_ip,
+            workspace_id=self.workspace_id,
+            dc=self.dc,
+            source=self.source,
+            outcome=SUCCESS,
+            key_id=self.key_id,
+            client_ip=client_ip,
             user_agent=agent.decode("latin-1")[:256] if agent else None,
         )
+        key = aggregate_key(SUCCESS, self.workspace_id, self.key_id, minute, self.source)
+        return _row(latest, count, key, first=datetime.fromtimestamp(first, UTC))
+
+    def take_rows(self) -> list[AttemptRow]:
+        """The rows of the counts so far; the counter starts again from zero."""
+        rows = []
+        if self.previous is not None:
+            rows.append(self.row(self.previous))
+            self.previous = None
+        if self.count:
+            rows.append(self.row(self.counts()))
+            self.count = 0
+        return rows
 
 
-# What the endpoint holds for its warm successes: see ConnectionRecorder.success_counter().
-SuccessCounter = _Aggregate
-
-_Pending = AttemptRow | Attempt | tuple[str, _Aggregate] | _Aggregate
+_Pending = AttemptRow | Attempt | tuple[str, _Aggregate] | SuccessCounter
 
 
-def _build(item: _Pending) -> AttemptRow | None:
-    """The row for a buffered item: a retried row, a single failure or an aggregate (None for a
-    success counter with nothing counted since it was last written)."""
+def _build(item: _Pending) -> list[AttemptRow]:
+    """The rows of a buffered item: a retried row, a single failure, an aggregate, or a success
+    counter's counts since it was last written (none, one or two minutes)."""
     if isinstance(item, AttemptRow):
-        return item
+        return [item]
     if isinstance(item, Attempt):
-        return _row(item)
-    if isinstance(item, _Aggregate):  # a success counter: its counts so far, then zero
+        return [_row(item)]
+    if isinstance(item, SuccessCounter):
         item.queued = False
-        if not item.count:
-            return None
-        item = (item.key(), item.take())
+        return item.take_rows()
     key, agg = item
-    return _row(agg.latest_attempt(), agg.count, key, first=datetime.fromtimestamp(agg.first, UTC))
+    return [_row(agg.template, agg.count, key, first=datetime.fromtimestamp(agg.first, UTC))]
 
 
 def _minute(moment: datetime) -> datetime:
@@ -243,9 +254,8 @@ class ConnectionRecorder:
         self.prune_interval = prune_interval
         self._singles: list[Attempt] = []  # turned into rows at flush, off the request path
         self._aggregates: dict[str, _Aggregate] = {}
-        # Success counters with counts to write (see success_counter()), and counts of minutes
-        # that are over, taken out of them.
-        self._counters: list[_Aggregate] = []
+        # Success counters with counts to write (see count_success()).
+        self._counters: list[SuccessCounter] = []
         # Keys of 429 aggregates already in the store (a success's first aggregate is known by
         # ``_seen``): only their new counts are waiting, and those
         # are written every ``aggregate_interval`` instead of every ``flush_interval`` — or less
@@ -332,17 +342,6 @@ class ConnectionRecorder:
         seen.add(combo)
         return True
 
-    def success_counter(self, template: Attempt) -> SuccessCounter:
-        """A counter the endpoint keeps for the warm successes of one workspace, key, source and
-        outcome (those fields of ``template``; its time and details are not used).
-
-        Counting into it (:meth:`count_success`) is the endpoint's cheapest path: no
-        :class:`Attempt`, no key, no lookup. Its counts are written with the next write of all
-        counts, never as news (see :meth:`_news`): the first success of a combination reaches
-        the endpoint's memory through :meth:`record`.
-        """
-        return _Aggregate(template, count=0)
-
     def count_success(
         self,
         counter: SuccessCounter,
@@ -351,14 +350,27 @@ class ConnectionRecorder:
         client_ip: str | None,
         user_agent: bytes | None,
     ) -> None:
-        """Count one success at epoch seconds ``at`` into ``counter``: O(1), no I/O."""
+        """Count one success at epoch seconds ``at`` into ``counter``: O(1), no I/O.
+
+        Its counts are written with the next write of all counts, never as news (see
+        :meth:`_news`): the first success of a combination comes through :meth:`record`.
+        """
         minute = int(at) // 60
         if counter.count:
             if minute == counter.minute:
-                counter.add_details(at, request_id, client_ip, user_agent)
+                counter.count += 1
+                if at >= counter.last:
+                    counter.last = at
+                    counter.request_id = request_id
+                    counter.client_ip = client_ip
+                    counter.agent = user_agent
                 self.recorded += 1
                 return
-            self._counters.append(counter.take())  # the counts of a minute that is over
+            # The counts of a minute that is over wait in ``previous`` for the write (rows,
+            # at once, if the minute before that is still waiting there too: rare).
+            if counter.previous is not None:
+                self._retry.append(counter.row(counter.previous))
+            counter.previous = counter.counts()
         elif self.queue_depth >= self.max_pending:
             self._drop()
             return
@@ -483,12 +495,12 @@ class ConnectionRecorder:
                 self._next_full = now + self._full_interval()
             items = self._take(full)
             for start in range(0, len(items), self.batch_size):
-                built: list[AttemptRow | None] = []
+                chunk: list[AttemptRow] = []
                 for offset in range(start, min(start + self.batch_size, len(items)), _BUILD_STEP):
                     if offset > start:
                         await asyncio.sleep(0)  # let requests in between slices of building
-                    built.extend(_build(item) for item in items[offset : offset + _BUILD_STEP])
-                chunk = [row for row in built if row is not None]
+                    for item in items[offset : offset + _BUILD_STEP]:
+                        chunk.extend(_build(item))
                 if not chunk:
                     continue
                 try:
@@ -497,9 +509,7 @@ class ConnectionRecorder:
                     self.flush_failures += 1
                     if not await self._reachable():
                         rest = [
-                            row
-                            for row in map(_build, items[start + self.batch_size :])
-                            if row is not None
+                            row for item in items[start + self.batch_size :] for row in _build(item)
                         ]
                         self._retry = chunk + rest + self._retry
                         log.warning(

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from moeconnect.config import ConfigError
-from moeconnect.record import DEFAULT_RETENTION, ConnectionRecorder, _row, parse_retention
+from moeconnect.record import (
+    DEFAULT_RETENTION,
+    ConnectionRecorder,
+    SuccessCounter,
+    _row,
+    parse_retention,
+)
 from moeconnect.records import Attempt
 from moeconnect.store import open_store
 
@@ -166,8 +172,7 @@ def test_a_success_counter_counts_minute_after_minute_with_the_latest_details(
         recorder = ConnectionRecorder(store)
         first = attempt(0)
         recorder.record(first)  # the combination's first success, through record()
-        template = dataclasses.replace(first, request_id="", client_ip=None, user_agent=None)
-        counter = recorder.success_counter(template)
+        counter = SuccessCounter("W1", "01", "tool", "key_1")
         at = first.at.timestamp()
         recorder.count_success(counter, at + 5, "req-latest", "10.9.9.9", b"agent/2")
         recorder.count_success(counter, at + 7, "req-last", "10.9.9.8", b"agent/3")
@@ -233,3 +238,29 @@ def test_a_minute_rollover_waits_for_the_next_write_of_all_counts() -> None:
     assert recorder._next_full == float("inf")
     recorder.record(dataclasses.replace(attempt(0), workspace_id="the 750th"))
     assert recorder._next_full == 0.0
+
+
+def test_a_success_counter_keeps_every_minute_when_several_pass_before_a_write(
+    tmp_path: Path,
+) -> None:
+    async def go() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'r.db'}")
+        await store.migrate()
+        recorder = ConnectionRecorder(store)
+        counter = SuccessCounter("W1", "01", "tool", "key_1")
+        at = T0.timestamp()
+        for minute in range(4):
+            for n in range(minute + 1):
+                recorder.count_success(counter, at + 60 * minute + n, f"r{minute}-{n}", None, None)
+        assert await recorder.flush()
+        rows = sorted((await store.list_attempts("W1", limit=10)).items, key=lambda r: r.at)
+        assert [(r.count, r.request_id) for r in rows] == [
+            (1, "r0-0"),
+            (2, "r1-1"),
+            (3, "r2-2"),
+            (4, "r3-3"),
+        ]
+        assert recorder.written == recorder.recorded == 10
+        await store.close()
+
+    asyncio.run(go())

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -56,7 +57,6 @@ _MEMO_SIZE = 250_000
 _JSON = b"application/json"
 # A warm success's header lines up to the value of its Content-Length (the protocol's fast path).
 _SUCCESS_HEAD = header_lines(JSON_HEADERS) + b"content-length: "
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 log = logging.getLogger("moeconnect.endpoint")
 
@@ -86,68 +86,37 @@ class _Outcome:
         self.extra = extra or []
 
 
-class _Known:
+class _Known(SuccessCounter):
     """A request whose bytes passed rows 4 and 6–12 before, and what was answered last.
 
     Kept small (one per distinct request, up to :data:`_MEMO_SIZE`): plain fields rather than a
-    :class:`ConnectionRequest`, which is rebuilt on the rare path that needs one.
+    :class:`ConnectionRequest`, which is rebuilt on the rare path that needs one. It is also the
+    connection record's counter of this request's warm successes (its workspace, source, DC and
+    key ID are the counter's).
     """
 
-    __slots__ = (
-        "body",
-        "counter",
-        "dc",
-        "digest",
-        "key_id",
-        "record",
-        "source",
-        "workspace_id",
-    )
+    __slots__ = ("body", "digest", "record")
 
     def __init__(self, request: ConnectionRequest, digest: bytes) -> None:
+        # Interned: tools send the same few sources for many workspaces.
+        super().__init__(request.workspace_id, request.dc, sys.intern(request.source))
         # The key itself is not kept: rows 13–18 need only its keyed digest.
-        self.workspace_id = request.workspace_id
-        self.source = request.source
-        self.dc = request.dc
         self.digest = digest
         # Set after a success with a current key (time can't change that answer, only a new
         # record can): the record it was checked against, and the body that was sent.
         self.record: WorkspaceCredentials | None = None
         self.body = b""
-        self.key_id = ""
-        # The connection record's counter for this success (None without a record).
-        self.counter: SuccessCounter | None = None
 
     def request(self) -> ConnectionRequest:
         """What rows 13–18 check, without the key."""
         return ConnectionRequest(self.workspace_id, "", self.source, self.dc)
 
-    def remember_success(
-        self,
-        record: WorkspaceCredentials,
-        body: bytes,
-        key_id: str,
-        recorder: ConnectionRecorder | None,
-    ) -> None:
+    def remember_success(self, record: WorkspaceCredentials, body: bytes, key_id: str) -> None:
         self.record = record
         self.body = body
         self.key_id = key_id
         # The record's string, equal to the one this request sent: one copy per workspace.
         self.workspace_id = record.workspace_id
-        if recorder is not None:
-            self.counter = recorder.success_counter(
-                Attempt(
-                    at=_EPOCH,  # not used: the counter keeps its own times
-                    request_id="",
-                    workspace_id=record.workspace_id,
-                    dc=self.dc,
-                    source=self.source,
-                    outcome=SUCCESS,
-                    key_id=key_id,
-                    client_ip=None,
-                    user_agent=None,
-                )
-            )
 
 
 class TestConnectionEndpoint:
@@ -372,9 +341,8 @@ class TestConnectionEndpoint:
             metrics.observe(SUCCESS, time.monotonic() - started)
             metrics.warm[via] += 1
         recorder = self.recorder
-        counter = known.counter
-        if recorder is not None and counter is not None:
-            recorder.count_success(counter, time.time(), request_id, client_ip, agent)
+        if recorder is not None:
+            recorder.count_success(known, time.time(), request_id, client_ip, agent)
         return limit_headers
 
     async def _decide_known(
@@ -564,9 +532,7 @@ class TestConnectionEndpoint:
         self, known: _Known | None, record: WorkspaceCredentials, result: Success | Failure
     ) -> None:
         if known is not None and isinstance(result, Success) and not result.stale:
-            known.remember_success(
-                record, success_body(result.app_name), result.key_id, self.recorder
-            )
+            known.remember_success(record, success_body(result.app_name), result.key_id)
 
     async def _load(self, workspace_id: str) -> WorkspaceCredentials | None:
         loaded = time.monotonic()
