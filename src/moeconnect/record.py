@@ -246,11 +246,12 @@ class ConnectionRecorder:
         self.aggregate_rate = aggregate_rate
         self.batch_size = batch_size
         self.max_pending = max_pending
-        # Aggregates waiting for the write of all counts: reaching this many brings that write
-        # forward (memory over fewer writes). Each holds ~0.3 KB until then. Not smaller: with
-        # 150,000 workspaces in use, a quarter of the buffer forced a write of all counts every
-        # few seconds, a row for every two or three requests.
-        self.max_aggregates = max(1, max_pending * 3 // 4)
+        # Aggregates waiting for the write of all counts: each holds ~0.5 KB until then, and
+        # reaching this many brings that write forward (memory over fewer writes). Success
+        # counters don't count: they are the endpoint's memo entries, bounded by the memo, and
+        # with 150,000 workspaces in use counting them forced a write of all counts every few
+        # seconds, a row for nearly every request.
+        self.max_aggregates = max(1, max_pending // 4)
         self.prune_interval = prune_interval
         self._singles: list[Attempt] = []  # turned into rows at flush, off the request path
         self._aggregates: dict[str, _Aggregate] = {}
@@ -284,7 +285,11 @@ class ConnectionRecorder:
     @property
     def queue_depth(self) -> int:
         """Rows waiting to be written (an aggregate counts once, however many attempts)."""
-        return len(self._singles) + len(self._aggregates) + len(self._counters) + len(self._retry)
+        return self._buffered() + len(self._counters)
+
+    def _buffered(self) -> int:
+        """What ``max_pending`` bounds: success counters are bounded by the endpoint's memo."""
+        return len(self._singles) + len(self._aggregates) + len(self._retry)
 
     def record(self, attempt: Attempt) -> None:
         """Take one attempt: O(1), no I/O, never raises into the endpoint."""
@@ -305,7 +310,7 @@ class ConnectionRecorder:
                 aggregate.add(attempt)
                 self.recorded += 1
                 return
-        if self.queue_depth >= self.max_pending:
+        if self._buffered() >= self.max_pending:
             self._drop()
             return
         if key:
@@ -368,12 +373,14 @@ class ConnectionRecorder:
                 return
             # The counts of a minute that is over wait in ``previous`` for the write (rows,
             # at once, if the minute before that is still waiting there too: rare).
-            if counter.previous is not None:
-                self._retry.append(counter.row(counter.previous))
+            previous = counter.previous
+            if previous is not None:
+                if self._buffered() < self.max_pending:
+                    self._retry.append(counter.row(previous))
+                else:  # the store has been away for long: as record() does, count the loss
+                    self.dropped += previous[0] - 1
+                    self._drop()
             counter.previous = counter.counts()
-        elif self.queue_depth >= self.max_pending:
-            self._drop()
-            return
         counter.count = 1
         counter.minute = minute
         counter.first = counter.last = at
@@ -384,8 +391,6 @@ class ConnectionRecorder:
         if not counter.queued:
             counter.queued = True
             self._counters.append(counter)
-            if len(self._counters) + len(self._aggregates) >= self.max_aggregates:
-                self._full_soon()
 
     def _full_soon(self) -> None:
         """The buffer fills up with aggregates: write every count at the next flush."""

@@ -229,14 +229,10 @@ def test_a_minute_rollover_waits_for_the_next_write_of_all_counts() -> None:
         "SUCCESS|other-tool",
         "RATE_LIMITED|" + str(int((T0 + timedelta(minutes=1)).timestamp()) // 60),
     ]
-    # max_aggregates (three quarters of the buffer) brings the next write of all counts forward.
+    # max_aggregates (a quarter of the buffer) brings the next write of all counts forward.
     recorder._next_full = float("inf")
-    i = 0
-    while len(recorder._aggregates) < 749:
-        recorder.record(dataclasses.replace(attempt(i), workspace_id=f"X{i}"))
-        i += 1
-    assert recorder._next_full == float("inf")
-    recorder.record(dataclasses.replace(attempt(0), workspace_id="the 750th"))
+    for i in range(250):
+        recorder.record(dataclasses.replace(attempt(i), workspace_id=f"W{i}"))
     assert recorder._next_full == 0.0
 
 
@@ -264,3 +260,20 @@ def test_a_success_counter_keeps_every_minute_when_several_pass_before_a_write(
         await store.close()
 
     asyncio.run(go())
+
+
+def test_success_counters_neither_fill_the_buffer_nor_bring_the_write_forward() -> None:
+    """Counters are the endpoint's memo entries (bounded by the memo): with 150,000 in use,
+    counting them against the buffer wrote a row for nearly every request."""
+    recorder = ConnectionRecorder(None, max_pending=100)  # type: ignore[arg-type]
+    recorder._next_full = float("inf")
+    for i in range(1000):
+        counter = SuccessCounter(f"W{i}", "01", "tool", "key_1")
+        recorder.count_success(counter, T0.timestamp(), f"r{i}", None, None)
+    assert recorder._next_full == float("inf")
+    assert recorder.dropped == 0 and recorder.queue_depth == 1000
+    for i in range(100):  # failures still have the whole buffer
+        recorder.record(attempt(i, "KEY_MISMATCH"))
+    assert recorder.dropped == 0
+    recorder.record(attempt(100, "KEY_MISMATCH"))
+    assert recorder.dropped == 1
