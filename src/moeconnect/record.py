@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
+from collections import deque
 from datetime import UTC, datetime, timedelta
 
 from .config import ConfigError
@@ -43,6 +45,7 @@ RATE_LIMITED = "RATE_LIMITED"
 _AGGREGATED = frozenset((SUCCESS, STALE_SUCCESS))
 # An aggregate spans one minute: waiting longer than that to write its count saves nothing.
 _MAX_AGGREGATE_INTERVAL = 60.0
+_ALL_MINUTES = 1 << 62
 # Rows built between yields to the event loop: building one costs tens of microseconds, and a
 # whole batch at once was a pause of several milliseconds for every request in flight.
 _BUILD_STEP = 50
@@ -159,13 +162,14 @@ class SuccessCounter:
         key = aggregate_key(SUCCESS, self.workspace_id, self.key_id, minute, self.source)
         return _row(latest, count, key, first=datetime.fromtimestamp(first, UTC))
 
-    def take_rows(self) -> list[AttemptRow]:
-        """The rows of the counts so far; the counter starts again from zero."""
+    def take_rows(self, through: int) -> list[AttemptRow]:
+        """The rows of the counts of minutes up to ``through`` (epoch minutes), which start
+        again from zero; counts of a later minute stay."""
         rows = []
         if self.previous is not None:
             rows.append(self.row(self.previous))
             self.previous = None
-        if self.count:
+        if self.count and self.minute <= through:
             rows.append(self.row(self.counts()))
             self.count = 0
         return rows
@@ -174,16 +178,15 @@ class SuccessCounter:
 _Pending = AttemptRow | Attempt | tuple[str, _Aggregate] | SuccessCounter
 
 
-def _build(item: _Pending) -> list[AttemptRow]:
+def _build(item: _Pending, through: int) -> list[AttemptRow]:
     """The rows of a buffered item: a retried row, a single failure, an aggregate, or a success
-    counter's counts since it was last written (none, one or two minutes)."""
+    counter's counts of minutes up to ``through`` since it was last written (none, one or two)."""
     if isinstance(item, AttemptRow):
         return [item]
     if isinstance(item, Attempt):
         return [_row(item)]
     if isinstance(item, SuccessCounter):
-        item.queued = False
-        return item.take_rows()
+        return item.take_rows(through)
     key, agg = item
     return [_row(agg.template, agg.count, key, first=datetime.fromtimestamp(agg.first, UTC))]
 
@@ -256,7 +259,7 @@ class ConnectionRecorder:
         self._singles: list[Attempt] = []  # turned into rows at flush, off the request path
         self._aggregates: dict[str, _Aggregate] = {}
         # Success counters with counts to write (see count_success()).
-        self._counters: list[SuccessCounter] = []
+        self._counters: deque[SuccessCounter] = deque()
         # Keys of 429 aggregates already in the store (a success's first aggregate is known by
         # ``_seen``): only their new counts are waiting, and those
         # are written every ``aggregate_interval`` instead of every ``flush_interval`` — or less
@@ -453,7 +456,7 @@ class ConnectionRecorder:
                 next_prune = time.monotonic() + self.prune_interval
                 await self.prune()
 
-    def _take(self, full: bool) -> list[_Pending]:
+    def _take(self, full: bool, everything: bool) -> tuple[list[_Pending], int]:
         """What to write now: failures, aggregates new to the store, and (when ``full``, every
         ``aggregate_interval``) the added counts of aggregates the store already has.
 
@@ -464,12 +467,32 @@ class ConnectionRecorder:
         """
         items: list[_Pending] = list(self._retry)
         self._retry = []
+        through = _ALL_MINUTES
         items.extend(self._singles)
         self._singles = []
         stored = self._stored
+        counters = self._counters
+        if everything:
+            items.extend(counters)
+            counters.clear()
+        else:
+            # A share of the counters, so that each is visited once a period, spread evenly:
+            # written all at once, 150,000 workspaces' counts took the server's core for seconds.
+            # While the period is short each visit writes every count, so they show within
+            # seconds; at its longest (many counters) only minutes that are over are written, one
+            # row per workspace and minute instead of a partial row and then the rest.
+            period = self._counter_period()
+            through = current = int(time.time()) // 60
+            if period >= _MAX_AGGREGATE_INTERVAL:
+                through = current - 1
+            share = math.ceil(len(counters) * self.flush_interval / period)
+            for _ in range(min(len(counters), share)):
+                counter = counters.popleft()
+                if counter.previous is not None or counter.minute <= through:
+                    items.append(counter)
+                else:
+                    counters.append(counter)
         if full:
-            items.extend(self._counters)
-            self._counters = []
             taken, self._aggregates = self._aggregates, {}
             # Keys of minutes that are over can't be counted into again.
             current = int(time.time()) // 60
@@ -483,11 +506,17 @@ class ConnectionRecorder:
             items.append((key, agg))
             if agg.template.outcome == RATE_LIMITED:
                 stored[key] = agg.minute
-        return items
+        return items, through
+
+    def _counter_period(self) -> float:
+        """Seconds between two writes of a success counter: as for aggregates, re-writing the
+        counts of the current minute costs at most about ``aggregate_rate`` rows a second."""
+        spread = len(self._counters) / self.aggregate_rate
+        return min(_MAX_AGGREGATE_INTERVAL, max(self.aggregate_interval, spread))
 
     def _full_interval(self) -> float:
         """Seconds until the next write of counts the store already has a row for."""
-        spread = (len(self._aggregates) + len(self._counters)) / self.aggregate_rate
+        spread = len(self._aggregates) / self.aggregate_rate
         return min(_MAX_AGGREGATE_INTERVAL, max(self.aggregate_interval, spread))
 
     async def flush(self, full: bool = True) -> bool:
@@ -495,17 +524,18 @@ class ConnectionRecorder:
         lock = self._lock or asyncio.Lock()
         async with lock:
             now = time.monotonic()
-            full = self._stopping or full or now >= self._next_full
+            everything = self._stopping or full
+            full = everything or now >= self._next_full
             if full:
                 self._next_full = now + self._full_interval()
-            items = self._take(full)
+            items, through = self._take(full, everything)
             for start in range(0, len(items), self.batch_size):
                 chunk: list[AttemptRow] = []
                 for offset in range(start, min(start + self.batch_size, len(items)), _BUILD_STEP):
                     if offset > start:
                         await asyncio.sleep(0)  # let requests in between slices of building
                     for item in items[offset : offset + _BUILD_STEP]:
-                        chunk.extend(_build(item))
+                        chunk.extend(self._rows_of(item, through))
                 if not chunk:
                     continue
                 try:
@@ -514,7 +544,9 @@ class ConnectionRecorder:
                     self.flush_failures += 1
                     if not await self._reachable():
                         rest = [
-                            row for item in items[start + self.batch_size :] for row in _build(item)
+                            row
+                            for item in items[start + self.batch_size :]
+                            for row in self._rows_of(item, through)
                         ]
                         self._retry = chunk + rest + self._retry
                         log.warning(
@@ -531,6 +563,15 @@ class ConnectionRecorder:
                 # yield between them keep each pause to a few milliseconds for the endpoint.
                 await asyncio.sleep(0)
             return True
+
+    def _rows_of(self, item: _Pending, through: int) -> list[AttemptRow]:
+        rows = _build(item, through)
+        if isinstance(item, SuccessCounter):
+            if item.count:  # counts of a minute not yet due: it stays in the buffer
+                self._counters.append(item)
+            else:
+                item.queued = False
+        return rows
 
     async def _reachable(self) -> bool:
         try:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -277,3 +279,35 @@ def test_success_counters_neither_fill_the_buffer_nor_bring_the_write_forward() 
     assert recorder.dropped == 0
     recorder.record(attempt(100, "KEY_MISMATCH"))
     assert recorder.dropped == 1
+
+
+def test_counters_are_written_a_share_at_a_time(tmp_path: Path) -> None:
+    """Each flush writes a share of the counters (each visited once a period), not all at once;
+    at the longest period only minutes that are over are written."""
+
+    if time.time() % 60 > 50:  # the current minute must not end while the test runs
+        time.sleep(60.5 - time.time() % 60)
+
+    async def go() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'r.db'}")
+        await store.migrate()
+        # 1,000 counters at 10 rows/s: the period is at its longest (60 s).
+        recorder = ConnectionRecorder(store, aggregate_rate=10.0, flush_interval=0.25)
+        recorder._next_full = float("inf")
+        over = time.time() - 120
+        for i in range(1000):
+            counter = SuccessCounter(f"W{i}", "01", "tool", "key_1")
+            recorder.count_success(counter, over, f"r{i}", None, None)
+        now_counter = SuccessCounter("Wnow", "01", "tool", "key_1")
+        recorder.count_success(now_counter, time.time(), "r-now", None, None)
+        assert await recorder.flush(full=False)
+        assert recorder.written == math.ceil(1001 * 0.25 / 60)  # a share: 5 rows
+        while recorder.written < 1000:
+            assert await recorder.flush(full=False)
+        assert recorder.written == 1000  # the current minute's count waits for its end
+        assert recorder.queue_depth == 1 and now_counter.count == 1
+        assert await recorder.flush()  # an explicit flush writes everything
+        assert recorder.written == 1001
+        await store.close()
+
+    asyncio.run(go())
