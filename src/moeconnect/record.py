@@ -261,11 +261,11 @@ class ConnectionRecorder:
         # Success counters with counts to write (see count_success()).
         self._counters: deque[SuccessCounter] = deque()
         # Keys of 429 aggregates already in the store (a success's first aggregate is known by
-        # ``_seen``): only their new counts are waiting, and those
-        # are written every ``aggregate_interval`` instead of every ``flush_interval`` — or less
-        # often, down to once a minute, so that re-upserting them costs at most about
-        # ``aggregate_rate`` rows a second: with 10,000 active workspaces, re-upserting every
-        # 5 s cost the endpoint half its throughput.
+        # ``_seen``): only their new counts are waiting, and those are written every
+        # ``aggregate_interval`` instead of every ``flush_interval`` — or less often, down to
+        # once a minute, so that re-upserting them costs at most about ``aggregate_rate`` rows
+        # a second: with 10,000 active workspaces, re-upserting every 5 s cost the endpoint half
+        # its throughput.
         self._stored: dict[str, int] = {}
         self._fresh: list[str] = []  # keys of aggregates not yet in the store at all
         # (outcome, workspace, key, source) of successes this process has recorded: see _news().
@@ -322,7 +322,9 @@ class ConnectionRecorder:
             if key not in self._stored and self._news(attempt):
                 self._fresh.append(key)
             if len(aggregates) >= self.max_aggregates:
-                self._full_soon()
+                self._next_full = 0.0  # the buffer fills: write every count at the next flush
+                if self._wake is not None:
+                    self._wake.set()
         else:
             self._singles.append(attempt)
         self.recorded += 1
@@ -364,45 +366,35 @@ class ConnectionRecorder:
         :meth:`_news`): the first success of a combination comes through :meth:`record`.
         """
         minute = int(at) // 60
-        if counter.count:
-            if minute == counter.minute:
-                counter.count += 1
-                if at >= counter.last:
-                    counter.last = at
-                    counter.request_id = request_id
-                    counter.client_ip = client_ip
-                    counter.agent = user_agent
-                self.recorded += 1
-                return
-            # The counts of a minute that is over wait in ``previous`` for the write (rows,
-            # at once, if the minute before that is still waiting there too: rare).
-            previous = counter.previous
-            if previous is not None:
-                if self._buffered() < self.max_pending:
-                    self._retry.append(counter.row(previous))
-                else:  # the store has been away for long: as record() does, count the loss
-                    self.dropped += previous[0] - 1
-                    self._drop()
-            counter.previous = counter.counts()
-        counter.count = 1
-        counter.minute = minute
-        counter.first = counter.last = at
+        self.recorded += 1
+        if counter.count and minute == counter.minute:
+            counter.count += 1
+            if at < counter.last:
+                return  # an earlier attempt than the latest counted: its details stay
+        else:
+            if counter.count:
+                # The counts of a minute that is over wait in ``previous`` for the write (rows,
+                # at once, if the minute before that is still waiting there too: rare).
+                previous = counter.previous
+                if previous is not None:
+                    if self._buffered() < self.max_pending:
+                        self._retry.append(counter.row(previous))
+                    else:  # the store has been away for long: as record() does, count the loss
+                        self._drop(previous[0])
+                counter.previous = counter.counts()
+            counter.count = 1
+            counter.minute = minute
+            counter.first = at
+            if not counter.queued:
+                counter.queued = True
+                self._counters.append(counter)
+        counter.last = at
         counter.request_id = request_id
         counter.client_ip = client_ip
         counter.agent = user_agent
-        self.recorded += 1
-        if not counter.queued:
-            counter.queued = True
-            self._counters.append(counter)
 
-    def _full_soon(self) -> None:
-        """The buffer fills up with aggregates: write every count at the next flush."""
-        self._next_full = 0.0
-        if self._wake is not None:
-            self._wake.set()
-
-    def _drop(self) -> None:
-        self.dropped += 1
+    def _drop(self, attempts: int = 1) -> None:
+        self.dropped += attempts
         now = time.monotonic()
         if now - self._last_drop_log >= 10:
             self._last_drop_log = now
@@ -508,16 +500,19 @@ class ConnectionRecorder:
                 stored[key] = agg.minute
         return items, through
 
-    def _counter_period(self) -> float:
-        """Seconds between two writes of a success counter: as for aggregates, re-writing the
-        counts of the current minute costs at most about ``aggregate_rate`` rows a second."""
-        spread = len(self._counters) / self.aggregate_rate
+    def _rewrite_period(self, rows: int) -> float:
+        """Seconds between two writes of ``rows`` counts the store may already have rows for:
+        re-writing them costs at most about ``aggregate_rate`` rows a second."""
+        spread = rows / self.aggregate_rate
         return min(_MAX_AGGREGATE_INTERVAL, max(self.aggregate_interval, spread))
+
+    def _counter_period(self) -> float:
+        """Seconds between two writes of a success counter."""
+        return self._rewrite_period(len(self._counters))
 
     def _full_interval(self) -> float:
         """Seconds until the next write of counts the store already has a row for."""
-        spread = len(self._aggregates) / self.aggregate_rate
-        return min(_MAX_AGGREGATE_INTERVAL, max(self.aggregate_interval, spread))
+        return self._rewrite_period(len(self._aggregates))
 
     async def flush(self, full: bool = True) -> bool:
         """Write what is due (everything when ``full``); on a store error keep the rest."""

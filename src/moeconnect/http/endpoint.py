@@ -528,8 +528,9 @@ class TestConnectionEndpoint:
             self._remember(known, fresh, result)
         return result
 
+    @staticmethod
     def _remember(
-        self, known: _Known | None, record: WorkspaceCredentials, result: Success | Failure
+        known: _Known | None, record: WorkspaceCredentials, result: Success | Failure
     ) -> None:
         if known is not None and isinstance(result, Success) and not result.stale:
             known.remember_success(record, success_body(result.app_name), result.key_id)
