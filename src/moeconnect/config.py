@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,18 +50,46 @@ def load_secret(db_url: str, env: Mapping[str, str] | None = None) -> bytes:
         )
     secret_path = db.sqlite_path.with_name(db.sqlite_path.name + ".secret")
     try:
-        return secret_path.read_bytes().strip()
+        return _read_secret_file(secret_path)
     except FileNotFoundError:
         pass
-    secret_path.parent.mkdir(parents=True, exist_ok=True)
-    value_bytes = secrets.token_urlsafe(48).encode()
+    return _create_secret_file(secret_path)
+
+
+def _read_secret_file(path: Path) -> bytes:
+    data = path.read_bytes().strip()
+    if len(data) < _MIN_SECRET:
+        raise ConfigError(
+            f"the secret in {path} is {len(data)} bytes long, not at least {_MIN_SECRET}: "
+            "digests made with it would not match; restore the file, or remove it together "
+            "with every key made with it"
+        )
+    return data
+
+
+def _create_secret_file(path: Path) -> bytes:
+    """Create ``path`` with a new secret, or return the one another process created first.
+
+    The file appears whole or not at all: the secret is written to a private temporary file
+    that is then hard-linked into place (which fails if the name exists). Creating the file
+    and then writing it would let a worker starting beside another read it empty in between,
+    and sign every digest with an empty secret.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48).encode()
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race; use its secret
-        return secret_path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(value_bytes)
-    return value_bytes
+        with os.fdopen(fd, "wb") as handle:  # mkstemp's mode is 0600
+            handle.write(value)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:  # another process won the race; use its secret
+            return _read_secret_file(path)
+    finally:
+        os.unlink(temporary)
+    return value
 
 
 def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
