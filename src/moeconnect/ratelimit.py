@@ -145,6 +145,11 @@ class LocalWindows(Storage):
     expiry is lazy (checked on read) plus an occasional sweep, so a request costs O(1). Counters are
     plain integers touched by one event loop, so no lock is needed, and the hot path uses the
     synchronous :meth:`window` and :meth:`add` directly.
+
+    Each limit has its own table (:meth:`table`), keyed by the identifier itself — the workspace
+    ID string the credential cache already holds — rather than by a key string built per
+    request: with a million workspaces a ~115-byte key per counter was ~17 MB, and building it
+    was a string concatenation per request. ``limits``' flat keys live in table 0.
     """
 
     STORAGE_SCHEME = None
@@ -152,16 +157,26 @@ class LocalWindows(Storage):
 
     def __init__(self) -> None:
         super().__init__()
-        self._counts: dict[str, tuple[int, float]] = {}  # key -> (count, window end)
+        # table number -> identifier (or flat key) -> (count, window end)
+        self._tables: list[dict[str, tuple[int, float]]] = [{}]
+        self._names: dict[str, int] = {}
         self._next_sweep = time.time() + self.SWEEP_EVERY
 
     @property
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
         return ValueError
 
-    def window(self, key: str, now: float) -> tuple[int, float]:
+    def table(self, name: str) -> int:
+        """The number of the table named ``name`` (one per limit), made on first use."""
+        number = self._names.get(name)
+        if number is None:
+            number = self._names[name] = len(self._tables)
+            self._tables.append({})
+        return number
+
+    def window(self, key: str, now: float, table: int = 0) -> tuple[int, float]:
         """(count, window end); ``(0, now)`` when no window is open."""
-        entry = self._counts.get(key)
+        entry = self._tables[table].get(key)
         if entry is None or entry[1] <= now:
             return 0, now
         return entry
@@ -170,17 +185,20 @@ class LocalWindows(Storage):
         """Forget windows that are over, every :attr:`SWEEP_EVERY` seconds at most."""
         if now >= self._next_sweep:
             self._next_sweep = now + self.SWEEP_EVERY
-            self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+            tables = self._tables
+            for number, counts in enumerate(tables):
+                tables[number] = {k: v for k, v in counts.items() if v[1] > now}
 
-    def add(self, key: str, expiry: float, now: float, amount: int = 1) -> int:
+    def add(self, key: str, expiry: float, now: float, amount: int = 1, table: int = 0) -> int:
         """Count ``amount`` attempts; a new window opens when none is."""
         self.sweep(now)
-        entry = self._counts.get(key)
+        counts = self._tables[table]
+        entry = counts.get(key)
         if entry is None or entry[1] <= now:
             entry = (amount, now + expiry)
         else:
             entry = (entry[0] + amount, entry[1])
-        self._counts[key] = entry
+        counts[key] = entry
         return entry[0]
 
     async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
@@ -196,31 +214,38 @@ class LocalWindows(Storage):
         return True
 
     async def reset(self) -> int | None:
-        count = len(self._counts)
-        self._counts.clear()
+        count = len(self)
+        for counts in self._tables:
+            counts.clear()
         return count
 
     async def clear(self, key: str) -> None:
-        self._counts.pop(key, None)
+        self._tables[0].pop(key, None)
 
     def __len__(self) -> int:
-        return len(self._counts)
+        return sum(len(counts) for counts in self._tables)
+
+
+# A limit: (name, item, Redis key prefix, Redis key suffix, table number in LocalWindows).
+_Limit = tuple[str, RateLimitItem, str, str, int]
 
 
 class _Window:
     """One limit as it applies to one request: its counter's key and state."""
 
-    __slots__ = ("item", "key", "name", "remaining", "reset")
+    __slots__ = ("ident", "item", "name", "prefix", "remaining", "reset", "suffix", "table")
 
-    def __init__(
-        self, name: str, item: RateLimitItem, key: str, count: int, end: float, now: float
-    ) -> None:
-        self.name = name
-        self.item = item
-        self.key = key
-        self.remaining = max(0, item.amount - count)
+    def __init__(self, limit: _Limit, ident: str, count: int, end: float, now: float) -> None:
+        self.name, self.item, self.prefix, self.suffix, self.table = limit
+        self.ident = ident
+        self.remaining = max(0, self.item.amount - count)
         # An untouched counter: a window would open with this attempt.
-        self.reset = end if count else now + item.get_expiry()
+        self.reset = end if count else now + self.item.get_expiry()
+
+    @property
+    def key(self) -> str:
+        """The counter's key as ``limits`` names it (``item.key_for(ident)``): Redis's key."""
+        return self.prefix + self.ident + self.suffix
 
 
 class Admission:
@@ -289,24 +314,25 @@ class RateLimiter:
         self.fallbacks = 0  # times Redis failed and memory took over
         self.rejections: dict[str, int] = dict.fromkeys(ENV, 0)
         self._probe: asyncio.Task[None] | None = None
-        # Counter keys as limits' ``item.key_for(identifier)`` builds them, precomputed around
-        # the identifier because that function is the costliest step of a request.
-        parts = {
-            name: (item, *_key_parts(item))
-            for name, item in (
-                (FAILED_PER_IP, config.failed_per_ip),
-                (FAILED_PER_WORKSPACE, config.failed_per_workspace),
-                (PER_WORKSPACE, config.per_workspace),
-            )
-            if item is not None
-        }
-        self._by_ip = [(n, *p) for n, p in parts.items() if n == FAILED_PER_IP]
-        self._by_workspace = [(n, *p) for n, p in parts.items() if n != FAILED_PER_IP]
-        # For pass_known(): (by IP?, amount, window seconds, key prefix, key suffix, counts
-        # successes too?) per limit, with nothing left to look up per request.
+        # Each limit: its Redis key as limits' ``item.key_for(identifier)`` builds it,
+        # precomputed around the identifier (that function is the costliest step of a request),
+        # and its table of counters in memory.
+        limits: list[_Limit] = []
+        for name, item in (
+            (FAILED_PER_IP, config.failed_per_ip),
+            (FAILED_PER_WORKSPACE, config.failed_per_workspace),
+            (PER_WORKSPACE, config.per_workspace),
+        ):
+            if item is not None:
+                prefix, suffix = _key_parts(item)
+                limits.append((name, item, prefix, suffix, self.local.table(prefix + suffix)))
+        self._by_ip = [limit for limit in limits if limit[0] == FAILED_PER_IP]
+        self._by_workspace = [limit for limit in limits if limit[0] != FAILED_PER_IP]
+        # For pass_known(): (by IP?, amount, window seconds, table, counts successes too?) per
+        # limit, with nothing left to look up per request.
         self._known_plan = [
-            (n == FAILED_PER_IP, item.amount, item.get_expiry(), prefix, suffix, n == PER_WORKSPACE)
-            for n, (item, prefix, suffix) in parts.items()
+            (name == FAILED_PER_IP, item.amount, item.get_expiry(), table, name == PER_WORKSPACE)
+            for name, item, _prefix, _suffix, table in limits
         ]
         self.enabled = any(
             item is not None
@@ -349,15 +375,15 @@ class RateLimiter:
         now = time.time()
         local = self.local
         local.sweep(now)
-        counts = local._counts
+        tables = local._tables
         workspace = workspace[:_MAX_ID]
         best: tuple[int, float, int] | None = None  # (remaining, reset, amount) of the tightest
-        for by_ip, amount, expiry, prefix, suffix, on_success in self._known_plan:
+        for by_ip, amount, expiry, table, on_success in self._known_plan:
             ident = ip if by_ip else workspace
             if not ident:
                 continue
-            key = prefix + ident + suffix
-            entry = counts.get(key)
+            counts = tables[table]
+            entry = counts.get(ident)
             if entry is None or entry[1] <= now:
                 count, end = 0, now + expiry  # an untouched counter: this attempt would open it
             else:
@@ -366,7 +392,7 @@ class RateLimiter:
                 return None
             if failed or on_success:
                 count += 1
-                counts[key] = (count, end)
+                counts[ident] = (count, end)
             remaining = amount - count
             if best is None or remaining < best[0] or (remaining == best[0] and end > best[1]):
                 best = (remaining, end, amount)
@@ -378,17 +404,14 @@ class RateLimiter:
             (b"x-ratelimit-reset", str(max(0, math.ceil(best[1] - now))).encode()),
         ]
 
-    def _applicable(
-        self, ip: str | None, workspace: str | None
-    ) -> list[tuple[str, RateLimitItem, str]]:
-        found: list[tuple[str, RateLimitItem, str]] = []
+    def _applicable(self, ip: str | None, workspace: str | None) -> list[tuple[_Limit, str]]:
+        """(limit, identifier) of every limit that applies to the attempt."""
+        found: list[tuple[_Limit, str]] = []
         if ip:
-            for name, item, prefix, suffix in self._by_ip:
-                found.append((name, item, prefix + ip + suffix))
+            found.extend((limit, ip) for limit in self._by_ip)
         if workspace:
             workspace = workspace[:_MAX_ID]
-            for name, item, prefix, suffix in self._by_workspace:
-                found.append((name, item, prefix + workspace + suffix))
+            found.extend((limit, workspace) for limit in self._by_workspace)
         return found
 
     async def admit(self, ip: str | None, workspace: str | None, *, checked: bool) -> Admission:
@@ -404,15 +427,16 @@ class RateLimiter:
         states: list[tuple[int, float]] | None = None
         if self.remote is not None and not self.using_fallback:
             try:
-                states = await self._read_remote([key for _, _, key in applicable], now)
+                keys = [limit[2] + ident + limit[3] for limit, ident in applicable]
+                states = await self._read_remote(keys, now)
             except _REDIS_ERRORS as err:
                 self._fall_back(err)
         if states is None:
             local = self.local
-            states = [local.window(key, now) for _, _, key in applicable]
+            states = [local.window(ident, now, limit[4]) for limit, ident in applicable]
         windows = [
-            _Window(name, item, key, count, end, now)
-            for (name, item, key), (count, end) in zip(applicable, states, strict=True)
+            _Window(limit, ident, count, end, now)
+            for (limit, ident), (count, end) in zip(applicable, states, strict=True)
         ]
         admission = Admission(windows, checked, now, workspace)
         if admission.blocked is not None:
@@ -441,7 +465,7 @@ class RateLimiter:
                 self._fall_back(err)
         if counts is None:
             local = self.local
-            counts = [local.add(w.key, w.item.get_expiry(), now) for w in windows]
+            counts = [local.add(w.ident, w.item.get_expiry(), now, table=w.table) for w in windows]
         for window, count in zip(windows, counts, strict=True):
             window.remaining = max(0, window.item.amount - count)
             if count == 1 or window.reset <= now:  # this attempt opened a new window

@@ -211,3 +211,22 @@ def test_pass_known_does_what_admit_and_settle_do() -> None:
         assert other is not None and headers(other)["x-ratelimit-remaining"] == 2
 
     asyncio.run(scenario())
+
+
+def test_memory_counters_are_keyed_by_the_identifier_itself() -> None:
+    """A workspace's counter costs no key string of its own (a million workspaces: ~17 MB)."""
+
+    async def scenario() -> None:
+        rl = limiter(failed_per_ip="5/minute", failed_per_workspace="4/minute", per_workspace="off")
+        workspace = "".join(["W", "42"])  # a string object of its own, as a request's is
+        assert rl.pass_known("10.0.0.1", workspace, failed=True) is not None
+        await rl.settle(await rl.admit(workspace, workspace, checked=True), "KEY_MISMATCH")
+        held = [key for table in rl.local._tables for key in table]
+        assert any(key is workspace for key in held)
+        # The same string as an IP and as a workspace: separate limits, separate counters.
+        per_ip = await rl.admit(workspace, None, checked=True)
+        assert [w.remaining for w in per_ip.windows] == [4]
+        per_workspace = await rl.admit(None, workspace, checked=True)
+        assert [w.remaining for w in per_workspace.windows] == [2]
+
+    asyncio.run(scenario())
