@@ -294,3 +294,28 @@ def test_unreachable_backend_is_store_unavailable(store_url: str) -> None:
             await store.ping()
 
     with_store(store_url, body)
+
+
+def test_sqlite_connections_are_tuned_for_the_record(tmp_path: object) -> None:
+    """WAL, and a checkpoint every 64 MB of WAL rather than 4 MB (see SQLITE_WAL_PAGES)."""
+    from moeconnect.store.sql import SQLITE_CACHE_KIB, SQLITE_WAL_PAGES
+
+    async def body(store: SQLStore) -> dict[str, object]:
+        found: dict[str, object] = {}
+        async with store._engine.connect() as conn:
+            for pragma in (
+                "journal_mode",
+                "wal_autocheckpoint",
+                "journal_size_limit",
+                "cache_size",
+            ):
+                found[pragma] = (await conn.exec_driver_sql(f"PRAGMA {pragma}")).scalar()
+        return found
+
+    found = with_store(f"sqlite:///{tmp_path}/tuned.db", body)
+    assert found == {
+        "journal_mode": "wal",
+        "wal_autocheckpoint": SQLITE_WAL_PAGES,
+        "journal_size_limit": SQLITE_WAL_PAGES * 4096,
+        "cache_size": -SQLITE_CACHE_KIB,
+    }
