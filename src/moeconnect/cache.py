@@ -55,7 +55,8 @@ class CredentialCache:
     def __init__(self, ttl: float = 30.0, max_entries: int = 200_000) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
-        self._entries: dict[str, tuple[float, float, WorkspaceCredentials]] = {}
+        # (time loaded, record): the expiry is ``loaded + ttl``, not a float of its own per entry.
+        self._entries: dict[str, tuple[float, WorkspaceCredentials]] = {}
         self._invalidated: dict[str, float] = {}
         self._cleared_at = float("-inf")
         # Entries are trusted until here whatever their own expiry: see confirm().
@@ -73,9 +74,9 @@ class CredentialCache:
         if entry is None:
             self.misses += 1
             return None
-        expires, loaded, record = entry
+        loaded, record = entry
         now = time.monotonic()
-        if now >= expires and now >= self.fresh_until:
+        if now >= loaded + self.ttl and now >= self.fresh_until:
             self._entries.pop(workspace_id, None)
             self.misses += 1
             return None
@@ -91,10 +92,10 @@ class CredentialCache:
         :meth:`get`, which counts).
         """
         entry = self._entries.get(workspace_id)
-        if entry is None or entry[2] is not record:
+        if entry is None or entry[1] is not record:
             return False
         now = time.monotonic()
-        if now >= entry[0] and now >= self.fresh_until:
+        if now >= self.fresh_until and now >= entry[0] + self.ttl:
             return False
         if count:
             self.hits += 1
@@ -112,7 +113,7 @@ class CredentialCache:
             # Dicts keep insertion order: drop the oldest tenth in one go.
             for stale in list(entries)[: max(1, self.max_entries // 10)]:
                 del entries[stale]
-        entries[record.workspace_id] = (now + self.ttl, now, record)
+        entries[record.workspace_id] = (now, record)
 
     def invalidate(self, workspace_id: str) -> None:
         self._entries.pop(workspace_id, None)
