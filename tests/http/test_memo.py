@@ -98,6 +98,9 @@ def test_repeats_are_answered_from_memory_until_the_record_changes(sqlite_url: s
             assert runtime.cache.hits == hits + 5
             (known,) = app.endpoint._memo.values()
             assert known.record is not None
+            # The record's own objects, not copies: one per workspace in use.
+            assert known.workspace_id is known.record.workspace_id
+            assert known.digest is known.record.keys[0].digest
 
             # A rotation (here through this process's store; other processes reach the cache
             # through the change feed and Redis) replaces the cached record: the same bytes
