@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
+from .instants import Instants
 from .records import WorkspaceCredentials
 from .store import Store, StoreError
 from .store.base import CHANGES_PAGE
@@ -41,6 +42,7 @@ class CredentialCache:
     __slots__ = (
         "_cleared_at",
         "_entries",
+        "_instants",
         "_invalidated",
         "fresh_until",
         "hits",
@@ -57,6 +59,8 @@ class CredentialCache:
         self.max_entries = max_entries
         # (time loaded, record): the expiry is ``loaded + ttl``, not a float of its own per entry.
         self._entries: dict[str, tuple[float, WorkspaceCredentials]] = {}
+        # Load times a millisecond apart share one float (an entry expires that much earlier).
+        self._instants = Instants()
         self._invalidated: dict[str, float] = {}
         self._cleared_at = float("-inf")
         # Entries are trusted until here whatever their own expiry: see confirm().
@@ -113,7 +117,7 @@ class CredentialCache:
             # Dicts keep insertion order: drop the oldest tenth in one go.
             for stale in list(entries)[: max(1, self.max_entries // 10)]:
                 del entries[stale]
-        entries[record.workspace_id] = (now, record)
+        entries[record.workspace_id] = (self._instants(now), record)
 
     def invalidate(self, workspace_id: str) -> None:
         self._entries.pop(workspace_id, None)

@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 
 from .config import ConfigError
 from .errors import STALE_SUCCESS, SUCCESS
+from .instants import Instants
 
 __all__ = [
     "DEFAULTS",
@@ -160,6 +161,8 @@ class LocalWindows(Storage):
         # table number -> identifier (or flat key) -> (count, window end)
         self._tables: list[dict[str, tuple[int, float]]] = [{}]
         self._names: dict[str, int] = {}
+        # Window ends a millisecond apart share one float (the window closes that much earlier).
+        self.ends = Instants()
         self._next_sweep = time.time() + self.SWEEP_EVERY
 
     @property
@@ -195,7 +198,7 @@ class LocalWindows(Storage):
         counts = self._tables[table]
         entry = counts.get(key)
         if entry is None or entry[1] <= now:
-            entry = (amount, now + expiry)
+            entry = (amount, self.ends(now + expiry))
         else:
             entry = (entry[0] + amount, entry[1])
         counts[key] = entry
@@ -385,7 +388,7 @@ class RateLimiter:
             counts = tables[table]
             entry = counts.get(ident)
             if entry is None or entry[1] <= now:
-                count, end = 0, now + expiry  # an untouched counter: this attempt would open it
+                count, end = 0, local.ends(now + expiry)  # untouched: this attempt opens it
             else:
                 count, end = entry
             if count >= amount:

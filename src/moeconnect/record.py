@@ -26,7 +26,9 @@ from datetime import UTC, datetime, timedelta
 from .config import ConfigError
 from .durations import parse_duration
 from .errors import STALE_SUCCESS, SUCCESS
+from .instants import Instants
 from .records import Attempt
+from .request_ids import KeptRequestId, request_id_text
 from .store import Store, StoreError
 from .store.base import AttemptRow
 
@@ -96,7 +98,7 @@ class _Aggregate:
 
 # A success counter's counts of one minute: (count, minute, first, last, request ID, client IP,
 # User-Agent bytes), times in epoch seconds, details of the latest attempt.
-_Counts = tuple[int, int, float, float, str, str | None, bytes | None]
+_Counts = tuple[int, int, float, float, KeptRequestId, str | None, bytes | None]
 
 
 class SuccessCounter:
@@ -134,7 +136,7 @@ class SuccessCounter:
         self.minute = -1
         self.first = self.last = 0.0  # epoch seconds
         self.queued = False  # waiting in the recorder's buffer to be written
-        self.request_id = ""
+        self.request_id: KeptRequestId = ""
         self.client_ip: str | None = None
         self.agent: bytes | None = None
         self.previous: _Counts | None = None  # the counts of a minute that is over
@@ -154,7 +156,7 @@ class SuccessCounter:
         count, minute, first, last, request_id, client_ip, agent = counts
         latest = Attempt(
             at=datetime.fromtimestamp(last, UTC),
-            request_id=request_id,
+            request_id=request_id_text(request_id),
             workspace_id=self.workspace_id,
             dc=self.dc,
             source=self.source,
@@ -275,6 +277,7 @@ class ConnectionRecorder:
         # (outcome, workspace, key, source) of successes this process has recorded: see _news().
         self._seen: set[int] = set()
         self._minute = -1  # the latest minute count_success() saw
+        self._instants = Instants()  # counters' first and last times: one float per millisecond
         self._next_full = 0.0
         self._retry: list[AttemptRow] = []  # rows of a failed flush, written first next time
         self._wake: asyncio.Event | None = None
@@ -361,7 +364,7 @@ class ConnectionRecorder:
         self,
         counter: SuccessCounter,
         at: float,
-        request_id: str,
+        request_id: KeptRequestId,
         client_ip: str | None,
         user_agent: bytes | None,
     ) -> None:
@@ -370,6 +373,7 @@ class ConnectionRecorder:
         Its counts are written with the next write of all counts, never as news (see
         :meth:`_news`): the first success of a combination comes through :meth:`record`.
         """
+        at = self._instants(at)
         minute = int(at) // 60
         if minute == self._minute:
             minute = self._minute  # one int object for every counter of this minute, not one each

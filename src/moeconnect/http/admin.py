@@ -26,8 +26,9 @@ from ..durations import parse_duration
 from ..keys import SCOPES, WORKSPACE_ID_PATTERN
 from ..record_views import attempt_json, iso, key_json, summary_json, workspace_json
 from ..records import OperatorToken
+from ..request_ids import request_id_from
 from ..store import Conflict, NotFound, Store, StoreError
-from .responses import envelope, error_body, request_id_from
+from .responses import envelope, error_body
 
 __all__ = ["PREFIX", "AdminAPI"]
 
@@ -236,7 +237,7 @@ class AdminAPI:
                 raise
             # Unknown routes and methods, too, say nothing to a caller without a token.
             request = Request(scope, receive)
-            request_id = request_id_from(request.headers.get("x-request-id", "").encode())
+            request_id = request_id_from(request.headers.get("x-request-id", "").encode())[0]
             response = await self._authenticated(request, request_id)
             if response is None and exc.status_code == 405:
                 allow = (exc.headers or {}).get("Allow", "")
@@ -273,7 +274,7 @@ class AdminAPI:
 
     def _guarded(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            request_id = request_id_from(request.headers.get("x-request-id", "").encode())
+            request_id = request_id_from(request.headers.get("x-request-id", "").encode())[0]
             if (denied := await self._authenticated(request, request_id)) is not None:
                 return denied
             context = _Context(request_id, request.state.operator)

@@ -24,12 +24,13 @@ from ..config import Settings
 from ..dashboard import dashboard_routes
 from ..logs import configure_logging
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ..request_ids import new_request_id
 from ..runtime import Runtime
 from ..store import StoreError
 from .admin import PREFIX as ADMIN_PREFIX
 from .admin import AdminAPI
 from .endpoint import PATH, TestConnectionEndpoint
-from .responses import error_body, new_request_id
+from .responses import error_body
 
 __all__ = ["MoeconnectApp", "create_app"]
 

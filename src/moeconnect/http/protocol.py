@@ -30,8 +30,9 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from ..checks import MAX_BODY
+from ..request_ids import new_request_id
 from .endpoint import PATH
-from .responses import JSON_HEADERS, error_body, header_lines, new_request_id
+from .responses import JSON_HEADERS, error_body, header_lines
 
 __all__ = ["MAX_HEAD", "AnswerAtOnce", "BoundedHttpToolsProtocol"]
 

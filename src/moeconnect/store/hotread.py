@@ -49,8 +49,14 @@ def _utc(value: Any) -> datetime | None:
     return moment
 
 
-def group(rows: Iterable[Row]) -> dict[str, WorkspaceCredentials]:
-    """Rows of (workspace..., key...) into one record per workspace, current key first."""
+def group(rows: Iterable[Row], asked: Iterable[str] = ()) -> dict[str, WorkspaceCredentials]:
+    """Rows of (workspace..., key...) into one record per workspace, current key first.
+
+    A record's workspace ID is the very string in ``asked`` that names it, when there is one:
+    the request's own, which the rate limiter's counter is already keyed by, so the counter,
+    the cache, the memo and the record share one copy (~70 bytes per workspace in use).
+    """
+    same = {wid: wid for wid in asked}
     heads: dict[str, Row] = {}
     keys: dict[str, list[Row]] = {}
     for row in rows:
@@ -68,7 +74,7 @@ def group(rows: Iterable[Row]) -> dict[str, WorkspaceCredentials]:
         earlier.reverse()
         # Interned: a cache of many workspaces holds one copy of "01", "active", "current".
         result[wid] = WorkspaceCredentials(
-            wid,
+            same.get(wid, wid),
             head[1],
             intern(head[2]),
             intern(head[3]),
@@ -136,7 +142,7 @@ class CredentialReader:
                         error = StoreUnavailable(f"{type(err).__name__}: {err}")
                     else:
                         try:
-                            found = group(rows)
+                            found = group(rows, ids)
                         except Exception as err:  # corrupt data: unexpected, not an outage
                             error = err
                     for wid in ids:
