@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from moeconnect.accounts import Accounts
 from moeconnect.store import Store, open_store
@@ -162,3 +163,31 @@ def test_uses_replaced_key_and_counts_and_prune(db_url: str) -> None:
         assert [s.source for s in await store.source_summary(ws.id)] == ["old-tool"]
 
     with_store(db_url, action)
+
+
+def test_sqlite_batches_of_any_size_use_few_statement_shapes(sqlite_url: str) -> None:
+    """The driver keeps every statement it prepared, and a multi-row INSERT costs SQLite
+    ~1.4 KB of memory per row: batches of every size must not each bring a shape of their own
+    (they made the server's SQLite memory 20-60 MB). Every row still lands."""
+
+    async def action(store: Store) -> None:
+        shapes: set[str] = set()
+
+        def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            if statement.startswith("INSERT INTO connection_attempts"):
+                shapes.add(statement)
+
+        engine = store._engine  # type: ignore[attr-defined]
+        sa.event.listen(engine.sync_engine, "before_cursor_execute", seen)
+        total = 0
+        for size in range(1, 700, 7):
+            start = T0 + timedelta(minutes=total)
+            await store.add_attempts(
+                [row("KEY_MISMATCH", start + timedelta(seconds=i % 50)) for i in range(size)]
+            )
+            total += size
+        page = await store.source_summary("W1")
+        assert sum(s.total for s in page) == total
+        assert 1 < len(shapes) <= 9, sorted(s.count("), (") + 1 for s in shapes)
+
+    with_store(sqlite_url, action)
