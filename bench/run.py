@@ -315,7 +315,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10, help="measured seconds per run")
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured seconds before each run")
-    parser.add_argument("--rounds", type=int, default=3)
+    # Five, not the three SPEC 7 asks at least: one 10-s run on these machines swings by
+    # +-15 %, and a ratio of two medians of three moved by as much as the 0.9 target's margin.
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workspaces", type=int, default=10_000)
     parser.add_argument("--big", type=int, default=1_000_000, help="workspaces of the big store")
