@@ -24,14 +24,19 @@ _COUNTER = itertools.count(secrets.randbits(36))
 _MASK = 0xFFFFFFFFFF  # 10 hex digits
 
 
+def _minted(number: int) -> str:
+    """The one spelling of a minted ID: a kept number must turn back into the same text."""
+    return f"{_PREFIX}{number:010x}"
+
+
 def request_id_text(kept: KeptRequestId) -> str:
     """The ID as it went on the wire."""
-    return kept if isinstance(kept, str) else f"{_PREFIX}{kept:010x}"
+    return kept if isinstance(kept, str) else _minted(kept)
 
 
 def new_request_id() -> str:
     """18 URL-safe characters, unique across processes (random prefix) and within one."""
-    return f"{_PREFIX}{next(_COUNTER) & _MASK:010x}"
+    return _minted(next(_COUNTER) & _MASK)
 
 
 def request_id_from(header: bytes | None) -> tuple[str, KeptRequestId]:
@@ -41,4 +46,4 @@ def request_id_from(header: bytes | None) -> tuple[str, KeptRequestId]:
         given = header.decode("ascii")
         return given, given
     number = next(_COUNTER) & _MASK
-    return f"{_PREFIX}{number:010x}", number
+    return _minted(number), number
