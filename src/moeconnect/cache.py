@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from .instants import Instants
 from .records import WorkspaceCredentials
@@ -72,19 +72,21 @@ class CredentialCache:
         """Every change committed before monotonic time ``polled_at`` has been applied here."""
         self.fresh_until = max(self.fresh_until, polled_at + self.ttl)
 
-    def get(self, workspace_id: str) -> tuple[float, WorkspaceCredentials] | None:
-        """(time loaded, credentials) if cached and fresh."""
+    def get(
+        self, workspace_id: str, count: bool = True
+    ) -> tuple[float, WorkspaceCredentials] | None:
+        """(time loaded, credentials) if cached and fresh; a hit or a miss when ``count``."""
         entry = self._entries.get(workspace_id)
         if entry is None:
-            self.misses += 1
+            self.misses += count
             return None
         loaded, record = entry
         now = time.monotonic()
         if now >= loaded + self.ttl and now >= self.fresh_until:
             self._entries.pop(workspace_id, None)
-            self.misses += 1
+            self.misses += count
             return None
-        self.hits += 1
+        self.hits += count
         return loaded, record
 
     def holds(self, workspace_id: str, record: WorkspaceCredentials, count: bool = True) -> bool:
@@ -170,7 +172,9 @@ class ChangeWatcher:
         # When the latest successful poll started (monotonic): every change committed before
         # then has been applied to the cache.
         self.synced_from = float("-inf")
-        self._on_demand: asyncio.Task[bool] | None = None
+        self._on_demand: asyncio.Task[None] | None = None
+        # (since, callback) of callers waiting for an on-demand poll: see when_caught_up().
+        self._waiters: list[tuple[float, Callable[[bool], None]]] = []
         self.on_demand_polls = 0
 
     async def start(self) -> None:
@@ -220,25 +224,58 @@ class ChangeWatcher:
         whether it is down). Callers arriving while a poll is running wait for it if it started
         late enough, else for the next one, which they share.
         """
-        while self.synced_from < since:
-            running = self._on_demand
-            if running is None:
-                running = self._on_demand = asyncio.get_running_loop().create_task(
-                    self._poll_on_demand()
-                )
-            if not await asyncio.shield(running):
-                return False
-        return True
+        if self.synced_from >= since:
+            return True
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
-    async def _poll_on_demand(self) -> bool:
+        def settle(ok: bool) -> None:
+            if not answer.done():  # the waiting caller may have been cancelled
+                answer.set_result(ok)
+
+        self.when_caught_up(since, settle)
+        return await answer
+
+    def when_caught_up(self, since: float, callback: Callable[[bool], None]) -> None:
+        """:meth:`caught_up` for code that can't await (the HTTP protocol's refusals).
+
+        ``callback`` gets True once a poll that started at or after ``since`` has been applied
+        (at once, if one has), or False when the feed can't be read. It is called from the
+        event loop, at most once.
+        """
+        if self.synced_from >= since:
+            callback(True)
+            return
+        self._waiters.append((since, callback))
+        if self._on_demand is None:
+            self._on_demand = asyncio.get_running_loop().create_task(self._poll_on_demand())
+
+    async def _poll_on_demand(self) -> None:
+        ok = False
         try:
             await self.poll_once()
-        except Exception:  # StoreError or a surprise: the caller asks the store itself
-            return False
+            ok = True
+        except Exception:  # StoreError or a surprise: the callers ask the store themselves
+            log.debug("on-demand change-feed poll failed", exc_info=True)
         finally:
+            # Also when cancelled (the watcher stops): no caller may wait forever.
             self._on_demand = None
             self.on_demand_polls += 1
-        return True
+            self._answer_waiters(ok)
+
+    def _answer_waiters(self, ok: bool) -> None:
+        """After an on-demand poll: tell each waiter, or keep it for the next poll when this one
+        started too early for it."""
+        waiters, self._waiters = self._waiters, []
+        for since, callback in waiters:
+            if ok and self.synced_from < since:
+                self._waiters.append((since, callback))
+                continue
+            try:
+                callback(ok and self.synced_from >= since)
+            except Exception:  # one caller's bug must not leave the others waiting
+                log.exception("change watcher waiter failed")
+        if self._waiters:
+            self._on_demand = asyncio.get_running_loop().create_task(self._poll_on_demand())
 
     async def _run(self) -> None:
         while True:

@@ -89,6 +89,9 @@ class Metrics:
         # Successes answered from the endpoint's memory, by where: "protocol" (before any ASGI
         # task, see http/protocol.py) or "asgi" (the endpoint's own warm path).
         self.warm: dict[str, int] = {"protocol": 0, "asgi": 0}
+        # Refusals answered by the HTTP protocol, without an ASGI task (a repeat the cached
+        # record refuses, once the change feed confirmed that record).
+        self.protocol_refusals = 0
         self.registry.register(_StateCollector(self))
         ProcessCollector(registry=self.registry)
 
@@ -140,6 +143,12 @@ class _StateCollector(Collector):
         for via, count in list(metrics.warm.items()):
             warm.add_metric([via], count)
         yield warm
+        yield CounterMetricFamily(
+            "moeconnect_protocol_refusals",
+            "Refusals answered by the HTTP protocol without an ASGI task: repeats of a request "
+            "the cached record refuses, once the change feed confirmed that record.",
+            value=metrics.protocol_refusals,
+        )
         cache = metrics.cache
         yield CounterMetricFamily(
             "moeconnect_cache_hits", "Credential cache lookups answered.", value=cache.hits

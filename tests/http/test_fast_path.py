@@ -13,6 +13,7 @@ import base64
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import orjson
@@ -20,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from moeconnect.checks import MAX_BODY
+from moeconnect.keys import generate_key
 from moeconnect.testing import MoeconnectServer
 
 from .wire import PATH
@@ -265,3 +267,151 @@ def test_a_body_over_the_limit_is_refused_by_the_app(
         status, _, answer = connection.response()
     assert status == 413
     assert orjson.loads(answer)["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+# -- refusals ------------------------------------------------------------------------------------
+# A repeat of a request the cached record refuses is answered by the protocol too, once a
+# change-feed poll that started after it arrived has left that record in place.
+
+_WRONG = generate_key("data")  # well-formed (rows 6–12 pass), nobody's key
+
+
+def _protocol_refusals(server: MoeconnectServer) -> float:
+    text = httpx.get(server.base_url + "/metrics").text
+    return next(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "moeconnect_protocol_refusals_total"
+    )
+
+
+def _until_refused_early(
+    server: MoeconnectServer, connection: _Connection, request: bytes
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Send ``request`` until the protocol refuses it; that response."""
+    deadline = time.monotonic() + 5
+    while True:
+        before = _protocol_refusals(server)
+        connection.send(request)
+        response = connection.response()
+        if _protocol_refusals(server) > before:
+            return response
+        assert time.monotonic() < deadline, "the protocol never refused it"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def unlimited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MoeconnectServer]:
+    """A server whose limits never trip: the tests below send many refusals from one IP."""
+    off = {
+        "MOECONNECT_LIMIT_FAILED_PER_IP": "off",
+        "MOECONNECT_LIMIT_FAILED_PER_WORKSPACE": "off",
+        "MOECONNECT_LIMIT_PER_WORKSPACE": "off",
+    }
+    with MoeconnectServer(workdir=tmp_path_factory.mktemp("refusals"), env=off) as running:
+        yield running
+
+
+def test_a_repeated_refusal_is_what_the_app_would_have_sent(unlimited: MoeconnectServer) -> None:
+    workspace_id, _key = unlimited.workspace_with_key("Refused")
+    with _Connection(unlimited) as connection:
+        request = b"".join(_request(workspace_id, _WRONG))
+        connection.send(request)
+        cold = connection.response()  # the first answer always comes from the app
+        early = _until_refused_early(unlimited, connection, request)
+    assert cold[0] == early[0] == 401
+    cold_body, early_body = orjson.loads(cold[2]), orjson.loads(early[2])
+    assert early_body["error"]["code"] == "KEY_MISMATCH"
+    assert early_body["error"]["request_id"] == dict(early[1])["x-request-id"]
+    cold_body["error"].pop("request_id"), early_body["error"].pop("request_id")
+    assert cold_body == early_body
+    # The same headers in the same order, WWW-Authenticate included; only the date and the
+    # request ID may differ.
+    moving = {"date", "x-request-id"}
+    assert [h for h in cold[1] if h[0] not in moving] == [h for h in early[1] if h[0] not in moving]
+    assert [name for name, _ in cold[1]] == [name for name, _ in early[1]]
+
+
+def test_pipelined_refusals_and_successes_keep_their_order(unlimited: MoeconnectServer) -> None:
+    workspace_id, key = unlimited.workspace_with_key("Pipelined refusals")
+    good = b"".join(_request(workspace_id, key))
+    wrong = b"".join(_request(workspace_id, _WRONG))
+    with _Connection(unlimited) as connection:
+        _until_refused_early(unlimited, connection, wrong)
+        _until_warm(unlimited, connection, good)
+        before = _protocol_refusals(unlimited)
+        # A refusal waits for the change feed: what comes behind it waits for its answer.
+        connection.send(wrong + good + wrong + wrong + good)
+        answers = [connection.response() for _ in range(5)]
+    assert [status for status, _, _ in answers] == [401, 200, 401, 401, 200]
+    assert orjson.loads(answers[1][2])["status"] == "success"
+    assert _protocol_refusals(unlimited) >= before + 1
+
+
+def test_a_remembered_refusal_gives_way_to_a_change_made_elsewhere(
+    unlimited: MoeconnectServer,
+) -> None:
+    """A workspace resumed by another process a moment ago works at once, although the same
+    request was refused by the protocol just before: the change-feed poll the refusal waits
+    for drops the cached record, and the app answers from the store."""
+    workspace_id, key = unlimited.workspace_with_key("Resumed")
+    request = b"".join(_request(workspace_id, key))
+    unlimited.suspend(workspace_id)
+    with _Connection(unlimited) as connection:
+        status, _, body = _until_refused_early(unlimited, connection, request)
+        assert (status, orjson.loads(body)["error"]["code"]) == (403, "WORKSPACE_SUSPENDED")
+        unlimited.resume(workspace_id)  # the regular poll is at most 0.25 s away: be quick
+        before = _protocol_refusals(unlimited)
+        connection.send(request)
+        status, _, body = connection.response()
+    assert (status, orjson.loads(body)["status"]) == (200, "success")
+    assert _protocol_refusals(unlimited) == before
+
+
+def test_refusals_answered_by_the_protocol_are_recorded(unlimited: MoeconnectServer) -> None:
+    workspace_id, _key = unlimited.workspace_with_key("Recorded refusals")
+    request = b"".join(_request(workspace_id, _WRONG))
+    before = _protocol_refusals(unlimited)
+    with _Connection(unlimited) as connection:
+        for _ in range(30):
+            connection.send(request)
+            assert connection.response()[0] == 401
+    assert _protocol_refusals(unlimited) >= before + 20
+
+    def recorded() -> int:
+        page = unlimited.run(lambda a: a.store.list_attempts(workspace_id, limit=1000))
+        return sum(row.count for row in page.items if row.outcome == "KEY_MISMATCH")
+
+    deadline = time.monotonic() + 10
+    while recorded() < 30 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # Every refusal, whoever answered it: one row each (failures are never aggregated).
+    assert recorded() == 30
+
+
+def test_refusals_answered_by_the_protocol_count_against_the_limits(
+    tmp_path: Path,
+) -> None:
+    env = {"MOECONNECT_LIMIT_FAILED_PER_IP": "6/minute"}
+    with MoeconnectServer(workdir=tmp_path, env=env) as server:
+        workspace_id, _key = server.workspace_with_key("Limited")
+        request = b"".join(_request(workspace_id, _WRONG))
+        with _Connection(server) as connection:
+            answers = []
+            for _ in range(8):
+                connection.send(request)
+                answers.append(connection.response())
+        early = _protocol_refusals(server)
+    assert [status for status, _, _ in answers] == [401] * 6 + [429] * 2
+    assert [dict(h)["x-ratelimit-remaining"] for _, h, _ in answers[:6]] == [
+        "5",
+        "4",
+        "3",
+        "2",
+        "1",
+        "0",
+    ]
+    assert orjson.loads(answers[6][2])["error"]["code"] == "RATE_LIMITED"
+    assert "retry-after" in dict(answers[7][1])
+    assert early >= 1, "no refusal was answered by the protocol: this test tests nothing"

@@ -15,6 +15,7 @@ two dict lookups, the limits and the record's counter.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -37,6 +38,7 @@ from ..record import ConnectionRecorder, SuccessCounter
 from ..records import Attempt, WorkspaceCredentials
 from ..request_ids import KeptRequestId, request_id_from
 from ..store import Store, StoreError
+from .pending import PendingAnswer
 from .responses import (
     JSON_HEADERS,
     error_body,
@@ -55,8 +57,8 @@ RETRY_AFTER_STORE = 5
 # distinct requests costs the memo its hits, never memory).
 _MEMO_SIZE = 250_000
 _JSON = b"application/json"
-# A warm success's header lines up to the value of its Content-Length (the protocol's fast path).
-_SUCCESS_HEAD = header_lines(JSON_HEADERS) + b"content-length: "
+# The header lines every answer starts with, for answers the protocol writes (see _rendered).
+_JSON_LINES = header_lines(JSON_HEADERS)
 
 log = logging.getLogger("moeconnect.endpoint")
 
@@ -156,6 +158,8 @@ class TestConnectionEndpoint:
         self.metrics = metrics
         self.watcher = watcher
         self._memo: dict[bytes, _Known] = {}
+        # Full-path answers to requests the protocol holds (see _refuse_soon): kept referenced.
+        self._later: set[asyncio.Task[None]] = set()
         self._memo_key = hmac.digest(secret, b"moeconnect request memo", "sha256")
 
     def served_dc(self, host: bytes | None) -> str:
@@ -243,6 +247,19 @@ class TestConnectionEndpoint:
         await _respond(
             send, outcome.status, outcome.body, request_id, [*outcome.extra, *(limit_headers or ())]
         )
+        self._after(outcome, source, request_id, dc, client_ip, agent, started)
+
+    def _after(
+        self,
+        outcome: _Outcome,
+        source: str | None,
+        request_id: str,
+        dc: str,
+        client_ip: str | None,
+        agent: bytes | None,
+        started: float,
+    ) -> None:
+        """The metrics and the connection record of an answered attempt."""
         if self.metrics is not None:
             self.metrics.observe(outcome.code, time.monotonic() - started)
         if self.recorder is not None:
@@ -262,40 +279,120 @@ class TestConnectionEndpoint:
 
     def answer_at_once(
         self, headers: list[tuple[bytes, bytes]], body: bytes, client: tuple[str, int] | None
-    ) -> bytes | None:
-        """The whole response after the status line and server headers, or None.
+    ) -> bytes | PendingAnswer | None:
+        """A success's whole response after the status line and server headers, a refusal
+        still to come, or None.
 
         For the HTTP protocol (:mod:`.protocol`), which calls it for a POST to :data:`PATH`
-        whose complete body is ``body``, before any ASGI task exists. Only a warm repeat of a
-        success is answered here (see :meth:`_pass_warm`); None means "take the ASGI path", and
-        nothing has been counted then.
+        whose complete body is ``body``, before any ASGI task exists. Only repeats are answered
+        here: a warm repeat of a success at once (see :meth:`_pass_warm`), a repeat of a request
+        the cached record refuses once the change feed confirms that record (see
+        :meth:`_refuse_soon`). None means "take the ASGI path", and nothing has been counted then.
         """
         started = time.monotonic()
         head = _Head(headers)
         if len(body) > checks.MAX_BODY:
             return None
         known = self._recall(head, body, self.served_dc(head.host))[1]
-        if known is None or known.record is None:
+        if known is None:
             return None
+        if known.record is None:
+            return self._refuse_soon(known, head, client, started)
         name = known.record.name
         client_ip = self._client_ip(client, head)
         request_id, kept_id = request_id_from(head.request_id)
         limit_headers = self._pass_warm(known, client_ip, kept_id, head.agent, started, "protocol")
         if limit_headers is None:
             return None
-        answer = success_body(name)
-        return b"".join(
-            [
-                _SUCCESS_HEAD,
-                b"%d" % len(answer),
-                b"\r\nx-request-id: ",
-                request_id.encode(),
-                b"\r\n",
-                header_lines(limit_headers),
-                b"\r\n",
-                answer,
-            ]
+        return _rendered(success_body(name), request_id, limit_headers)
+
+    def _refuse_soon(
+        self, known: _Known, head: _Head, client: tuple[str, int] | None, started: float
+    ) -> PendingAnswer | None:
+        """The refusal of a repeat whose cached record refuses it, once it stands; or None.
+
+        The rule is :meth:`_authenticate`'s: a failure found in the cache stands once a change-
+        feed poll that started after the request arrived has left the record in place. Until
+        then the protocol holds the request (and those pipelined behind it); then this answers
+        it, or — when the record changed, the feed failed or a limit is exhausted — hands it to
+        the full path in a task (:meth:`_answer_later`). None, having counted nothing, when the
+        limits live in Redis, nothing watches the feed, or the cache has no refusal to give.
+        """
+        watcher = self.watcher
+        limiter = self.limiter
+        if watcher is None or (limiter is not None and not limiter.in_memory):
+            return None
+        cached = self.cache.get(known.workspace_id, count=False)
+        if cached is None:
+            return None
+        record = cached[1]
+        failure = checks.check_credentials(
+            known.request(), record, known.digest, datetime.now(UTC), self.domain
         )
+        if not isinstance(failure, Failure):
+            return None  # a replaced key in its grace period: the full path answers that
+        self.cache.hits += 1
+        pending = PendingAnswer()
+        request_id = request_id_from(head.request_id)[0]
+        client_ip = self._client_ip(client, head)
+        agent = head.agent
+
+        def confirmed(ok: bool) -> None:
+            if ok and self.cache.holds(known.workspace_id, record, count=False):
+                limits: list[tuple[bytes, bytes]] | None = []
+                if limiter is not None:  # pass_known: None when exhausted (a 429 is due)
+                    limits = (
+                        limiter.pass_known(client_ip, known.workspace_id, failed=True)
+                        if limiter.in_memory
+                        else None
+                    )
+                if limits is not None:
+                    outcome = self._failure(failure, request_id)
+                    pending.resolve(
+                        outcome.status,
+                        _rendered(outcome.body, request_id, [*outcome.extra, *limits]),
+                    )
+                    self._after(
+                        outcome, known.source, request_id, known.dc, client_ip, agent, started
+                    )
+                    if self.metrics is not None:
+                        self.metrics.protocol_refusals += 1
+                    return
+            task = asyncio.get_running_loop().create_task(
+                self._answer_later(pending, known, request_id, client_ip, agent, started)
+            )
+            self._later.add(task)
+            task.add_done_callback(self._later.discard)
+
+        watcher.when_caught_up(started, confirmed)
+        return pending
+
+    async def _answer_later(
+        self,
+        pending: PendingAnswer,
+        known: _Known,
+        request_id: str,
+        client_ip: str | None,
+        agent: bytes | None,
+        started: float,
+    ) -> None:
+        """The full path for a request the protocol holds: what ``__call__`` would answer."""
+        source: str | None = None
+        limit_headers: list[tuple[bytes, bytes]] = []
+        try:
+            outcome, source, admission = await self._decide_known(
+                known, request_id, client_ip, started
+            )
+            if admission is not None and self.limiter is not None:
+                limit_headers = await self.limiter.settle(admission, outcome.code)
+        except Exception:
+            log.exception("unexpected error", extra={"request_id": request_id})
+            outcome = _Outcome(500, error_body("INTERNAL", request_id), "INTERNAL")
+        pending.resolve(
+            outcome.status,
+            _rendered(outcome.body, request_id, [*outcome.extra, *limit_headers]),
+        )
+        self._after(outcome, source, request_id, known.dc, client_ip, agent, started)
 
     async def _warm(
         self,
@@ -611,6 +708,22 @@ class _Head:
         self.forwarded: bytes | None = forwarded
         self.content_length = content_length
         self.repeated_auth = repeated_auth
+
+
+def _rendered(body: bytes, request_id: str, extra: list[tuple[bytes, bytes]]) -> bytes:
+    """What :func:`_respond` sends after the status line and the server's headers, as bytes:
+    for answers the HTTP protocol writes itself."""
+    return b"".join(
+        [
+            _JSON_LINES,
+            b"content-length: %d\r\nx-request-id: " % len(body),
+            request_id.encode(),
+            b"\r\n",
+            header_lines(extra),
+            b"\r\n",
+            body,
+        ]
+    )
 
 
 async def _respond(

@@ -25,13 +25,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from ..checks import MAX_BODY
 from ..request_ids import new_request_id
 from .endpoint import PATH
+from .pending import PendingAnswer
 from .responses import JSON_HEADERS, error_body, header_lines
 
 __all__ = ["MAX_HEAD", "AnswerAtOnce", "BoundedHttpToolsProtocol"]
@@ -44,9 +49,27 @@ _REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
 _PATH = PATH.encode()
 _OK = STATUS_LINE[200]
 
-# (headers, complete body, client address) -> the response after the status line and the
-# server's own headers, or None to let the ASGI app answer.
-AnswerAtOnce = Callable[[list[tuple[bytes, bytes]], bytes, "tuple[str, int] | None"], bytes | None]
+# (headers, complete body, client address) -> a success's response after the status line and
+# the server's own headers, an answer to come, or None to let the ASGI app answer.
+AnswerAtOnce = Callable[
+    [list[tuple[bytes, bytes]], bytes, "tuple[str, int] | None"], bytes | PendingAnswer | None
+]
+
+
+class _Parked:
+    """Stands in for uvicorn's ``RequestResponseCycle`` while an answer is to come: what
+    uvicorn reads or sets on its current cycle (pipelining, connection loss, shutdown)."""
+
+    __slots__ = ("disconnected", "keep_alive", "message_event", "response_complete")
+
+    def __init__(self) -> None:
+        self.response_complete = False
+        self.disconnected = False
+        self.keep_alive = True
+        self.message_event = self  # uvicorn sets it on connection loss: nothing waits on it
+
+    def set(self) -> None:
+        pass
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -127,7 +150,30 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._release()
             super().on_message_complete()
             return
-        self.transport.write(_OK + self._default_headers() + answer)
+        if isinstance(answer, bytes):
+            self.transport.write(_OK + self._default_headers() + answer)
+            self.on_response_complete()
+            return
+        # To come: a stand-in for uvicorn's cycle makes it queue requests pipelined behind
+        # this one (and keeps this one's order), as it does behind an ASGI task.
+        parked = _Parked()
+        self.cycle = cast(RequestResponseCycle, parked)
+        answer.then(lambda status, response: self._deliver(parked, status, response))
+
+    def _deliver(self, parked: _Parked, status: int, response: bytes) -> None:
+        """Write an answer that was to come, as uvicorn's cycle would have written it."""
+        parked.response_complete = True
+        if parked.disconnected or self.transport.is_closing():
+            return
+        close = not parked.keep_alive  # the server is shutting down
+        self.transport.write(
+            STATUS_LINE[status]
+            + self._default_headers()
+            + (b"connection: close\r\n" if close else b"")
+            + response
+        )
+        if close:
+            self.transport.close()
         self.on_response_complete()
 
     def _release(self) -> None:
