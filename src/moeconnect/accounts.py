@@ -16,10 +16,12 @@ from .keys import (
     SCOPES,
     WORKSPACE_ID_PATTERN,
     generate_key,
+    generate_keys,
     generate_token,
     key_hint,
-    new_id,
+    new_ids,
     new_workspace_id,
+    new_workspace_ids,
     validate_imported_key,
 )
 from .records import ApiKey, OperatorToken, RotationResult, Workspace
@@ -177,17 +179,33 @@ class Accounts:
 
     async def seed_batch(self, count: int, dc: str = "01", start: int = 0) -> list[tuple[str, str]]:
         """Create ``count`` workspaces, each with a Data key; returns ``(workspace_id, key)``."""
+        items, credentials = self.seed_rows(count, dc, start)
+        await self.store.seed_workspaces(items)
+        return credentials
+
+    def seed_rows(
+        self, count: int, dc: str = "01", start: int = 0
+    ) -> tuple[list[tuple[Workspace, ApiKey, bytes]], list[tuple[str, str]]]:
+        """What :meth:`seed_batch` writes, and the credentials it returns, without writing.
+
+        ``moeconnect seed`` makes the next batch while the store writes the last one.
+        """
         dc = self.check_dc(dc)
         now = datetime.now(UTC)
         items = []
         credentials = []
-        for number in range(start, start + count):
-            ws = Workspace(new_workspace_id(), f"Seed workspace {number}", dc, "active", now, now)
-            key = generate_key("data")
+        keys = generate_keys("data", count)
+        for number, workspace_id, key, key_id in zip(
+            range(start, start + count),
+            new_workspace_ids(count),
+            keys,
+            new_ids("key", count),
+            strict=True,
+        ):
+            ws = Workspace(workspace_id, f"Seed workspace {number}", dc, "active", now, now)
             record = ApiKey(
-                new_id("key"), ws.id, "data", key_hint(key), "generated", "current", now, None, None
+                key_id, workspace_id, "data", key_hint(key), "generated", "current", now, None, None
             )
             items.append((ws, record, self.digest(key)))
-            credentials.append((ws.id, key))
-        await self.store.seed_workspaces(items)
-        return credentials
+            credentials.append((workspace_id, key))
+        return items, credentials

@@ -204,6 +204,49 @@ def test_key_revoke_and_list(moe: Moe) -> None:
     assert "no workspace has ID NOPE" in moe.error("key", "revoke", "NOPE")
 
 
+# -- seed ------------------------------------------------------------------------------------------
+
+
+def test_seed_writes_working_credentials_batch_after_batch(
+    moe: Moe, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of 7: the next batch is made while the store writes the last, and every line of
+    the file is a workspace the store has, with the key its digest was made from."""
+    import asyncio
+    import importlib
+
+    from moeconnect.config import load_secret
+    from moeconnect.digests import key_digest
+    from moeconnect.store import open_store
+
+    # The module, not the click command of the same name that moeconnect.cli exports.
+    monkeypatch.setattr(importlib.import_module("moeconnect.cli.seed"), "BATCH", 7)
+    out = tmp_path / "creds.csv"
+    assert moe.json("seed", "--workspaces", "20", "--credentials-out", str(out)) == {
+        "workspaces": 20,
+        "dc": "01",
+        "credentials_out": str(out),
+    }
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    pairs = [line.split(",") for line in out.read_text().splitlines()]
+    assert len(pairs) == 20 and len({wid for wid, _ in pairs}) == 20
+    assert all(KEY_FORMAT.match(key) for _, key in pairs)
+    secret = load_secret(sqlite_url)
+
+    async def stored() -> list[bytes | None]:
+        store = open_store(sqlite_url)
+        try:
+            found = []
+            for wid, _ in pairs:
+                record = await store.credentials(wid)
+                found.append(record.keys[0].digest if record else None)
+            return found
+        finally:
+            await store.close()
+
+    assert asyncio.run(stored()) == [key_digest(secret, key) for _, key in pairs]
+
+
 # -- operator tokens -------------------------------------------------------------------------------
 
 

@@ -17,10 +17,13 @@ from moeconnect.keys import (
     TOKEN_PREFIX,
     checksum_ok,
     generate_key,
+    generate_keys,
     generate_token,
     has_generated_format,
     key_hint,
+    new_ids,
     new_workspace_id,
+    new_workspace_ids,
     validate_imported_key,
 )
 
@@ -133,3 +136,33 @@ def test_tokens_and_workspace_ids() -> None:
     assert generate_token() != token
     wid = new_workspace_id()
     assert re.fullmatch(r"[A-Z0-9]{21}", wid)
+
+
+def test_batches_are_made_like_single_ones() -> None:
+    """The seed's batch generators: same formats, checksums that hold, nothing repeated."""
+    keys = generate_keys("data", 500)
+    assert len(set(keys)) == 500
+    for key in keys:
+        body, check = key[:-6], key[-6:]
+        assert FORMAT.match(key) and checksum_ok(key)
+        assert check == _base62(zlib.crc32(body.encode()))
+    used = set("".join(FORMAT.match(k).group(2) for k in keys))  # type: ignore[union-attr]
+    assert used == set(ALPHABET)
+    workspace_ids = new_workspace_ids(500)
+    assert len(set(workspace_ids)) == 500
+    assert all(re.fullmatch(r"[A-Z0-9]{21}", wid) for wid in workspace_ids)
+    assert set("".join(workspace_ids)) == set(string.ascii_uppercase + string.digits)
+    ids = new_ids("key", 500)
+    assert len(set(ids)) == 500
+    assert all(re.fullmatch(r"key_[0-9A-Za-z]{16}", i) for i in ids)
+    assert re.fullmatch(r"[A-Z0-9]{21}", new_workspace_id())
+    with pytest.raises(ValueError, match="unknown scope"):
+        generate_keys("admin", 1)
+
+
+@given(st.text(alphabet=ALPHABET + "_", max_size=60))
+def test_the_checksum_is_six_base62_digits_of_crc32(body: str) -> None:
+    key = "moe_data_" + body
+    assert checksum_ok(key + _base62(zlib.crc32(key.encode()))) == bool(
+        FORMAT.match(key + "000000")
+    )
