@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -103,23 +103,49 @@ def _warm_answers(server: MoeconnectServer) -> dict[str, float]:
     }
 
 
-def _until_warm(
-    server: MoeconnectServer, connection: _Connection, request: bytes
+def _until_counted(
+    server: MoeconnectServer,
+    connection: _Connection,
+    request: bytes,
+    counted: Callable[[MoeconnectServer], float],
 ) -> tuple[int, list[tuple[str, str]], bytes]:
-    """Send ``request`` until the protocol answers it; that response.
+    """Send ``request`` until the metric ``counted`` reads goes up; that response.
 
     The first answer always comes from the app. The next may too: the change feed can drop the
     just-loaded record when it reports the workspace's creation a moment later.
     """
     deadline = time.monotonic() + 5
     while True:
-        before = _warm_answers(server)["protocol"]
+        before = counted(server)
         connection.send(request)
         response = connection.response()
-        if _warm_answers(server)["protocol"] > before:
+        if counted(server) > before:
             return response
-        assert time.monotonic() < deadline, "the fast path never answered"
+        assert time.monotonic() < deadline, "the protocol never answered it"
         time.sleep(0.05)
+
+
+_Response = tuple[int, list[tuple[str, str]], bytes]
+
+
+def _app_then_protocol(
+    server: MoeconnectServer,
+    request: bytes,
+    until: Callable[[MoeconnectServer, _Connection, bytes], _Response],
+) -> tuple[_Response, _Response]:
+    """The app's answer to ``request`` (the first always comes from the app), then the
+    protocol's to the same bytes, once ``until`` sees the protocol answer."""
+    with _Connection(server) as connection:
+        connection.send(request)
+        cold = connection.response()
+        return cold, until(server, connection, request)
+
+
+def _until_warm(
+    server: MoeconnectServer, connection: _Connection, request: bytes
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Send ``request`` until the protocol answers it as a warm success; that response."""
+    return _until_counted(server, connection, request, lambda s: _warm_answers(s)["protocol"])
 
 
 @pytest.fixture(scope="module")
@@ -143,11 +169,7 @@ def workspace(server: MoeconnectServer) -> tuple[str, str]:
 
 def test_a_warm_answer_is_what_the_app_would_have_sent(server: MoeconnectServer) -> None:
     workspace_id, key = server.workspace_with_key("Fast path")
-    with _Connection(server) as connection:
-        request = b"".join(_request(workspace_id, key))
-        connection.send(request)
-        cold = connection.response()  # the first answer always comes from the app
-        warm = _until_warm(server, connection, request)
+    cold, warm = _app_then_protocol(server, b"".join(_request(workspace_id, key)), _until_warm)
     assert cold[0] == warm[0] == 200
     assert cold[2] == warm[2] == b'{"status":"success","app_name":"Fast path"}'
     # The same headers in the same order; only the request ID and the limit counters move.
@@ -290,15 +312,7 @@ def _until_refused_early(
     server: MoeconnectServer, connection: _Connection, request: bytes
 ) -> tuple[int, list[tuple[str, str]], bytes]:
     """Send ``request`` until the protocol refuses it; that response."""
-    deadline = time.monotonic() + 5
-    while True:
-        before = _protocol_refusals(server)
-        connection.send(request)
-        response = connection.response()
-        if _protocol_refusals(server) > before:
-            return response
-        assert time.monotonic() < deadline, "the protocol never refused it"
-        time.sleep(0.05)
+    return _until_counted(server, connection, request, _protocol_refusals)
 
 
 @pytest.fixture(scope="module")
@@ -315,11 +329,8 @@ def unlimited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MoeconnectSe
 
 def test_a_repeated_refusal_is_what_the_app_would_have_sent(unlimited: MoeconnectServer) -> None:
     workspace_id, _key = unlimited.workspace_with_key("Refused")
-    with _Connection(unlimited) as connection:
-        request = b"".join(_request(workspace_id, _WRONG))
-        connection.send(request)
-        cold = connection.response()  # the first answer always comes from the app
-        early = _until_refused_early(unlimited, connection, request)
+    request = b"".join(_request(workspace_id, _WRONG))
+    cold, early = _app_then_protocol(unlimited, request, _until_refused_early)
     assert cold[0] == early[0] == 401
     cold_body, early_body = orjson.loads(cold[2]), orjson.loads(early[2])
     assert early_body["error"]["code"] == "KEY_MISMATCH"
