@@ -271,7 +271,7 @@ class ChangeWatcher:
                 self._waiters.append((since, callback))
                 continue
             try:
-                callback(ok and self.synced_from >= since)
+                callback(ok)
             except Exception:  # one caller's bug must not leave the others waiting
                 log.exception("change watcher waiter failed")
         if self._waiters:

@@ -339,13 +339,7 @@ class TestConnectionEndpoint:
 
         def confirmed(ok: bool) -> None:
             if ok and self.cache.holds(known.workspace_id, record, count=False):
-                limits: list[tuple[bytes, bytes]] | None = []
-                if limiter is not None:  # pass_known: None when exhausted (a 429 is due)
-                    limits = (
-                        limiter.pass_known(client_ip, known.workspace_id, failed=True)
-                        if limiter.in_memory
-                        else None
-                    )
+                limits = self._pass_limits(client_ip, known.workspace_id, failed=True)
                 if limits is not None:
                     outcome = self._failure(failure, request_id)
                     pending.resolve(
@@ -433,12 +427,9 @@ class TestConnectionEndpoint:
             return None
         if known.record is None or not self.cache.holds(workspace_id, known.record):
             return None
-        limit_headers: list[tuple[bytes, bytes]] = []
-        if limiter is not None:
-            passed = limiter.pass_known(client_ip, workspace_id, failed=False)
-            if passed is None:
-                return None
-            limit_headers = passed
+        limit_headers = self._pass_limits(client_ip, workspace_id, failed=False)
+        if limit_headers is None:
+            return None
         metrics = self.metrics
         if metrics is not None:
             metrics.observe(SUCCESS, time.monotonic() - started)
@@ -447,6 +438,19 @@ class TestConnectionEndpoint:
         if recorder is not None:
             recorder.count_success(known, time.time(), kept_id, client_ip, agent)
         return limit_headers
+
+    def _pass_limits(
+        self, client_ip: str | None, workspace_id: str, failed: bool
+    ) -> list[tuple[bytes, bytes]] | None:
+        """Row 5 and the count for an answer already known (:meth:`RateLimiter.pass_known`):
+        the limit headers, or None — having counted nothing — when the full path must answer
+        (the limits live in Redis, or one is exhausted and a 429 is due)."""
+        limiter = self.limiter
+        if limiter is None:
+            return []
+        if not limiter.in_memory:
+            return None
+        return limiter.pass_known(client_ip, workspace_id, failed=failed)
 
     async def _decide_known(
         self, known: _Known, request_id: str, client_ip: str | None, arrived: float
