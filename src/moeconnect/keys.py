@@ -91,21 +91,15 @@ def _checksum(body: str) -> str:
     )
 
 
-def _check_scope(scope: str) -> None:
-    if scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}; scopes are {', '.join(SCOPES)}")
-
-
 def generate_key(scope: str) -> str:
     """A new key for ``scope`` in the generated format."""
-    _check_scope(scope)
-    body = f"moe_{scope}_" + _random_chars(_RANDOM_LEN)
-    return body + _checksum(body)
+    return generate_keys(scope, 1)[0]
 
 
 def generate_keys(scope: str, count: int) -> list[str]:
-    """``count`` new keys for ``scope``, as :func:`generate_key` makes them (for the seed)."""
-    _check_scope(scope)
+    """``count`` new keys for ``scope`` in the generated format, from one random draw."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; scopes are {', '.join(SCOPES)}")
     prefix = f"moe_{scope}_"
     bodies = [prefix + chars for chars in _random_strings(count, _RANDOM_LEN)]
     return [body + _checksum(body) for body in bodies]
@@ -146,19 +140,19 @@ def validate_imported_key(key: str) -> str | None:
 
 def new_id(prefix: str) -> str:
     """An opaque identifier such as ``key_3fK9…`` for rows that are not secrets."""
-    return prefix + "_" + _random_chars(16)
+    return new_ids(prefix, 1)[0]
 
 
 def new_ids(prefix: str, count: int) -> list[str]:
-    """``count`` identifiers as :func:`new_id` makes them (for the seed)."""
+    """``count`` identifiers as :func:`new_id` makes them, from one random draw."""
     return [prefix + "_" + chars for chars in _random_strings(count, 16)]
 
 
 def new_workspace_id() -> str:
     """A generated workspace ID: 21 characters of ``[A-Z0-9]``."""
-    return _random_chars(21, _WORKSPACE_ALPHABET)
+    return new_workspace_ids(1)[0]
 
 
 def new_workspace_ids(count: int) -> list[str]:
-    """``count`` workspace IDs as :func:`new_workspace_id` makes them (for the seed)."""
+    """``count`` workspace IDs as :func:`new_workspace_id` makes them, from one random draw."""
     return _random_strings(count, 21, _WORKSPACE_ALPHABET)
