@@ -90,9 +90,13 @@ class RotationResult:
     previous_key_expires_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Attempt:
-    """One call of the Test Connection endpoint, as the connection record keeps it."""
+    """One call of the Test Connection endpoint, as the connection record keeps it.
+
+    Not frozen, though nothing changes one: a frozen dataclass's ``__init__`` costs three times
+    as much, and the endpoint builds one for every failed attempt.
+    """
 
     at: datetime
     request_id: str

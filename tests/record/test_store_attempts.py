@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -85,6 +86,30 @@ def test_aggregates_add_up_across_batches(db_url: str) -> None:
         assert summary[0].last_failure_code == "KEY_MISMATCH"
         assert summary[0].last_success == T0 + timedelta(seconds=30)
         assert summary[0].first_seen == T0
+
+    with_store(db_url, action)
+
+
+def test_every_column_reads_back_as_written(db_url: str) -> None:
+    """Each field lands in its own column, on both backends: the rows are bound by position."""
+    single = dataclasses.replace(
+        row("KEY_MISMATCH", T0 + timedelta(microseconds=123456), source="tool-b"),
+        dc="02",
+        key_id="key1",
+        client_ip="10.0.0.9",
+        user_agent="agent/1.0",
+    )
+    later = T0 + timedelta(minutes=2, seconds=5)
+    aggregate = dataclasses.replace(
+        row("SUCCESS_STALE_KEY", later, key_id="key0", count=3, agg=True, request_id="req00001"),
+        at=T0 + timedelta(minutes=2),
+    )
+
+    async def action(store: Store) -> None:
+        await store.add_attempts([single, aggregate])
+        page = await store.list_attempts("W1")
+        got = {r.request_id: dataclasses.replace(r, id=None) for r in page.items}
+        assert got == {"req00000": single, "req00001": aggregate}
 
     with_store(db_url, action)
 

@@ -63,13 +63,15 @@ Change = tuple[int, str]  # (change id, workspace id)
 # -- connection record (issue 3) -----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttemptRow:
     """One row of the connection record: a single attempt, or an aggregate of ``count``.
 
     ``agg_key`` is set on aggregates (successes per workspace/source/key/outcome/minute, 429s
     per workspace/client IP/minute): rows with the same one add up, in one batch or across
-    batches and processes. ``id`` is set on rows read back from the store.
+    batches and processes. ``id`` is set on rows read back from the store. Not frozen, though
+    nothing changes one: the recorder builds one per failed attempt, and a frozen dataclass's
+    ``__init__`` costs three times as much.
     """
 
     at: datetime

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
-from operator import attrgetter
+from itertools import chain
 from typing import Any
 
 import sqlalchemy as sa
@@ -137,7 +137,7 @@ def _token(row: Any) -> OperatorToken:
 _SUCCESSES = (SUCCESS, STALE_SUCCESS)
 
 
-_ATTEMPT_SQL: dict[tuple[str, bool], tuple[str, tuple[str, ...]]] = {}
+_ATTEMPT_SQL: dict[tuple[str, bool], str] = {}
 SQLITE_CACHE_KIB = 8 * 1024  # per connection (grown only as pages are read): RSS adds up
 SQLITE_WAL_PAGES = 16_384  # WAL frames (4 KiB pages) between automatic checkpoints
 
@@ -151,40 +151,71 @@ def _sqlite_datetime(moment: datetime) -> str:
     return moment.isoformat(" ", "microseconds")[:26]
 
 
-_ATTEMPT_DATETIMES = ("at", "last_at", "minute")
+def _naive_utc(moment: datetime) -> datetime:
+    """What asyncpg takes for a ``timestamp without time zone`` column."""
+    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
-def _attempt_driver_rows(
-    dialect: sa.Dialect, order: tuple[str, ...], rows: Iterable[AttemptRow]
-) -> list[tuple[Any, ...]]:
-    """Parameter tuples for ``rows`` in ``order``, in the driver's representation of each type.
+# The record's columns in AttemptRow's field order: the table's, less ``id``.
+_ATTEMPT_COLUMNS = (
+    "at",
+    "last_at",
+    "minute",
+    "request_id",
+    "workspace_id",
+    "dc",
+    "source",
+    "outcome",
+    "key_id",
+    "stale",
+    "client_ip",
+    "user_agent",
+    "count",
+    "agg_key",
+)
 
-    Runs on the event loop for every row of the connection record, so it does the least:
-    one C-level attribute fetch per row, then the three timestamps (``at`` and ``last_at`` are
-    often the same object, converted once) and, on SQLite, the boolean.
+
+def _attempt_driver_rows(dialect: sa.Dialect, rows: Iterable[AttemptRow]) -> list[tuple[Any, ...]]:
+    """Parameter tuples for ``rows`` in :data:`_ATTEMPT_COLUMNS` order, in the driver's
+    representation of each type.
+
+    Runs on the event loop for every row of the connection record, so it does the least: one
+    tuple per row, the timestamps converted once each (``at`` and ``last_at`` are often the
+    same object, and a batch's rows share a few minutes). Booleans need nothing: both drivers
+    bind ``bool``.
     """
-    fetch = attrgetter(*order)
-    times = [order.index(name) for name in _ATTEMPT_DATETIMES if name in order]
-    sqlite = dialect.name == "sqlite"
-    stale = order.index("stale") if sqlite and "stale" in order else -1
-    out = []
-    for attempt in rows:
-        row = list(fetch(attempt))
-        previous: datetime | None = None
-        text: Any = None
-        for index in times:
-            value = row[index]
-            if value is not previous:
-                previous = value
-                text = (
-                    _sqlite_datetime(value)
-                    if sqlite
-                    else value.astimezone(UTC).replace(tzinfo=None)
-                )
-            row[index] = text
-        if stale >= 0:
-            row[stale] = int(row[stale])
-        out.append(tuple(row))
+    convert: Callable[[datetime], Any] = (
+        _sqlite_datetime if dialect.name == "sqlite" else _naive_utc
+    )
+    minutes: dict[datetime, Any] = {}
+    out: list[tuple[Any, ...]] = []
+    append = out.append
+    for row in rows:
+        at = row.at
+        at_value = convert(at)
+        last_value = at_value if row.last_at is at else convert(row.last_at)
+        minute = row.minute
+        minute_value = minutes.get(minute)
+        if minute_value is None:
+            minute_value = minutes[minute] = convert(minute)
+        append(
+            (
+                at_value,
+                last_value,
+                minute_value,
+                row.request_id,
+                row.workspace_id,
+                row.dc,
+                row.source,
+                row.outcome,
+                row.key_id,
+                row.stale,
+                row.client_ip,
+                row.user_agent,
+                row.count,
+                row.agg_key,
+            )
+        )
     return out
 
 
@@ -227,7 +258,7 @@ async def _insert_many(conn: AsyncConnection, sql: str, rows: list[tuple[Any, ..
         chunk = rows[start : start + size]
         start += size
         statement = sql.replace(group, ", ".join([group] * size), 1)
-        await conn.exec_driver_sql(statement, tuple(v for row in chunk for v in row))
+        await conn.exec_driver_sql(statement, tuple(chain.from_iterable(chunk)))
 
 
 def _merge_attempts(a: AttemptRow, b: AttemptRow) -> AttemptRow:
@@ -725,28 +756,28 @@ class SQLStore:
             # Driver-level executemany: SQLAlchemy's per-row parameter processing runs on the
             # event loop and would cost the endpoint more than the write itself.
             if singles:
-                sql, order = self._compiled_attempt_statement(conn, upsert=False)
-                rows = _attempt_driver_rows(conn.dialect, order, singles)
+                sql = self._compiled_attempt_statement(conn, upsert=False)
+                rows = _attempt_driver_rows(conn.dialect, singles)
                 await _insert_many(conn, sql, rows)
             if aggregates:
-                sql, order = self._compiled_attempt_statement(conn, upsert=True)
-                rows = _attempt_driver_rows(conn.dialect, order, aggregates.values())
+                sql = self._compiled_attempt_statement(conn, upsert=True)
+                rows = _attempt_driver_rows(conn.dialect, aggregates.values())
                 await _insert_many(conn, sql, rows)
 
-    def _compiled_attempt_statement(
-        self, conn: AsyncConnection, *, upsert: bool
-    ) -> tuple[str, tuple[str, ...]]:
-        """The INSERT (or upsert) for this dialect as driver SQL, and its parameter order."""
+    def _compiled_attempt_statement(self, conn: AsyncConnection, *, upsert: bool) -> str:
+        """The INSERT (or upsert) for this dialect as driver SQL, binding the columns in
+        :data:`_ATTEMPT_COLUMNS` order (what :func:`_attempt_driver_rows` builds)."""
         cache_key = (conn.dialect.name, upsert)
         found = _ATTEMPT_SQL.get(cache_key)
         if found is None:
             statement = self._upsert_attempts() if upsert else connection_attempts.insert()
-            columns = [c.name for c in connection_attempts.c if c.name != "id"]
-            compiled = statement.values({name: sa.bindparam(name) for name in columns}).compile(
-                dialect=conn.dialect
-            )
+            compiled = statement.values(
+                {name: sa.bindparam(name) for name in _ATTEMPT_COLUMNS}
+            ).compile(dialect=conn.dialect)
             order = tuple(compiled.positiontup or ())
-            found = _ATTEMPT_SQL[cache_key] = (str(compiled), order)
+            if order != _ATTEMPT_COLUMNS:  # the table or SQLAlchemy changed: never mis-bind
+                raise RuntimeError(f"the record's INSERT binds {order}, not {_ATTEMPT_COLUMNS}")
+            found = _ATTEMPT_SQL[cache_key] = str(compiled)
         return found
 
     def _upsert_attempts(self) -> Any:
