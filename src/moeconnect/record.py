@@ -52,9 +52,12 @@ _SEEN_MAX = 16_384
 # An aggregate spans one minute: waiting longer than that to write its count saves nothing.
 _MAX_AGGREGATE_INTERVAL = 60.0
 _ALL_MINUTES = 1 << 62
-# Rows built between yields to the event loop: building one costs tens of microseconds, and a
-# whole batch at once was a pause of several milliseconds for every request in flight.
-_BUILD_STEP = 50
+# Rows built between yields to the event loop (~2 us each): a whole batch at once was a pause
+# of several milliseconds for every request in flight. Not fewer: under load each yield is a
+# turn of the loop that answers dozens of requests, and with 50 rows a step the writer fell
+# behind the failures it had to write (the buffer grew by 6,000 rows a second at 24,000
+# failures a second).
+_BUILD_STEP = 256
 
 
 def aggregate_key(
@@ -244,7 +247,7 @@ class ConnectionRecorder:
         flush_interval: float = 0.25,
         aggregate_interval: float = 5.0,
         aggregate_rate: float = 200.0,
-        batch_size: int = 250,
+        batch_size: int = 2048,
         max_pending: int = 200_000,
         prune_interval: float = 3600.0,
     ) -> None:
@@ -253,6 +256,10 @@ class ConnectionRecorder:
         self.flush_interval = flush_interval
         self.aggregate_interval = aggregate_interval
         self.aggregate_rate = aggregate_rate
+        # Rows per transaction, and the failures that wake the writer early. Each failure's row
+        # lands at a random place in the (workspace, time) index, so a commit writes about one
+        # index page per row when batches are small; 2,048 rows share pages and cost ~35 % less
+        # per row than 256 (SQLite file, 400,000 rows in the record).
         self.batch_size = batch_size
         self.max_pending = max_pending
         # Aggregates waiting for the write of all counts: each holds ~0.5 KB until then, and
@@ -539,10 +546,11 @@ class ConnectionRecorder:
             items, through = self._take(full, everything)
             for start in range(0, len(items), self.batch_size):
                 chunk: list[AttemptRow] = []
-                for offset in range(start, min(start + self.batch_size, len(items)), _BUILD_STEP):
+                end = min(start + self.batch_size, len(items))
+                for offset in range(start, end, _BUILD_STEP):
                     if offset > start:
                         await asyncio.sleep(0)  # let requests in between slices of building
-                    for item in items[offset : offset + _BUILD_STEP]:
+                    for item in items[offset : min(offset + _BUILD_STEP, end)]:
                         chunk.extend(self._rows_of(item, through))
                 if not chunk:
                     continue

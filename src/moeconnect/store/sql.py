@@ -221,12 +221,15 @@ def _attempt_driver_rows(dialect: sa.Dialect, rows: Iterable[AttemptRow]) -> lis
 
 # SQLite's default limit of bound parameters per statement (since 3.32).
 _SQLITE_MAX_PARAMS = 32766
-# Rows per multi-row statement, at most: see _insert_many.
+# Rows per statement, at most: see _insert_many.
 _SQLITE_ROWS_PER_STATEMENT = 256
 
 
-async def _insert_many(conn: AsyncConnection, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    """``sql`` (one ``VALUES (...)`` row) for every row of ``rows``.
+async def _insert_many(conn: AsyncConnection, sql: str, rows: Sequence[AttemptRow]) -> None:
+    """``sql`` (one ``VALUES (...)`` row of :data:`_ATTEMPT_COLUMNS`) for every row of ``rows``.
+
+    Each statement's rows become driver parameters just before it is sent, so the event loop
+    is held for one statement's worth (~0.3 ms), never for a whole batch.
 
     On SQLite, as multi-row ``VALUES`` statements: ``executemany`` releases and re-takes the
     GIL around every row's ``sqlite3_step``, and each re-take waits for the event loop's thread
@@ -240,25 +243,23 @@ async def _insert_many(conn: AsyncConnection, sql: str, rows: list[tuple[Any, ..
     was 3 MB). Now at most nine shapes per statement, ~0.7 MB in all; 256 rows per statement
     inserts as fast as 2,000 (3.3 us per row either way, measured on an in-memory table).
     """
-    if not rows:
-        return
-    if conn.dialect.name != "sqlite" or len(rows) == 1:
-        await conn.exec_driver_sql(sql, rows if len(rows) > 1 else rows[0])
-        return
-    width = len(rows[0])
+    dialect = conn.dialect
+    width = len(_ATTEMPT_COLUMNS)
     group = "(" + ", ".join(["?"] * width) + ")"
-    if group not in sql:  # not the statement shape this expects: stay correct, if slower
-        await conn.exec_driver_sql(sql, rows)
+    if dialect.name != "sqlite" or group not in sql:
+        for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
+            params = _attempt_driver_rows(dialect, rows[start : start + _SQLITE_ROWS_PER_STATEMENT])
+            await conn.exec_driver_sql(sql, params if len(params) > 1 else params[0])
         return
     per = min(_SQLITE_ROWS_PER_STATEMENT, max(1, _SQLITE_MAX_PARAMS // width))
     start = 0
     while start < len(rows):
         left = len(rows) - start
         size = per if left >= per else 1 << (left.bit_length() - 1)
-        chunk = rows[start : start + size]
+        params = _attempt_driver_rows(dialect, rows[start : start + size])
         start += size
         statement = sql.replace(group, ", ".join([group] * size), 1)
-        await conn.exec_driver_sql(statement, tuple(chain.from_iterable(chunk)))
+        await conn.exec_driver_sql(statement, tuple(chain.from_iterable(params)))
 
 
 def _merge_attempts(a: AttemptRow, b: AttemptRow) -> AttemptRow:
@@ -757,12 +758,10 @@ class SQLStore:
             # event loop and would cost the endpoint more than the write itself.
             if singles:
                 sql = self._compiled_attempt_statement(conn, upsert=False)
-                rows = _attempt_driver_rows(conn.dialect, singles)
-                await _insert_many(conn, sql, rows)
+                await _insert_many(conn, sql, singles)
             if aggregates:
                 sql = self._compiled_attempt_statement(conn, upsert=True)
-                rows = _attempt_driver_rows(conn.dialect, aggregates.values())
-                await _insert_many(conn, sql, rows)
+                await _insert_many(conn, sql, list(aggregates.values()))
 
     def _compiled_attempt_statement(self, conn: AsyncConnection, *, upsert: bool) -> str:
         """The INSERT (or upsert) for this dialect as driver SQL, binding the columns in
