@@ -196,6 +196,11 @@ class Result:
     p99_ms: float
     errors: int
     rss_mb: float
+    # How much the connection record's queue grew over the measured run: a writer that falls
+    # behind flatters the figure (its rows cost nothing yet) and, run longer, would lose rows.
+    # About zero when it keeps up (the queue also holds one success counter per workspace in
+    # use, written a share at a time: steady, not growing).
+    queue_growth: float = 0.0
 
 
 def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> float:
@@ -237,11 +242,11 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def cache_entries(port: int) -> float:
-    """moeconnect's ``moeconnect_cache_entries`` gauge, from /metrics."""
+def gauge(port: int, name: str) -> float:
+    """One of moeconnect's gauges (``moeconnect_cache_entries``, ...), from /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
-    found = re.search(r"^moeconnect_cache_entries (\S+)$", text, re.MULTILINE)
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
 
 
@@ -292,13 +297,19 @@ def measure(
         if contender.cached:
             distinct = sum(1 for _ in contender.requests.open())
             deadline = time.monotonic() + 300
-            while cache_entries(port) < distinct * 0.99 and time.monotonic() < deadline:
+            while (
+                gauge(port, "moeconnect_cache_entries") < distinct * 0.99
+                and time.monotonic() < deadline
+            ):
                 wrk(port, contender.requests, 5, connections)
         wrk(port, contender.requests, warmup, connections)
+        queued = gauge(port, "moeconnect_record_queue_depth") if contender.cached else 0.0
         result, non2xx = wrk(port, contender.requests, seconds, connections)
         if contender.expect_ok:
             result.errors += int(non2xx)
         result.rss_mb = rss_mb(process.pid)
+        if contender.cached:
+            result.queue_growth = gauge(port, "moeconnect_record_queue_depth") - queued
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -412,7 +423,8 @@ def main() -> None:
                 log(
                     f"{contender.name}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
                     f"p99 {result.p99_ms:.2f} ms, errors {result.errors}, "
-                    f"RSS {result.rss_mb:.0f} MB, start-up {startup:.2f} s"
+                    f"RSS {result.rss_mb:.0f} MB, start-up {startup:.2f} s, "
+                    f"record queue growth {result.queue_growth:+,.0f}"
                 )
         return
     results: dict[str, list[Result]] = {c.name: [] for c in contenders}
@@ -423,7 +435,8 @@ def main() -> None:
             result, startup = measure(contender, args.seconds, args.warmup, args.connections)
             log(
                 f"  {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
-                f"p99 {result.p99_ms:.2f} ms, errors {result.errors}, RSS {result.rss_mb:.0f} MB"
+                f"p99 {result.p99_ms:.2f} ms, errors {result.errors}, RSS {result.rss_mb:.0f} MB, "
+                f"record queue growth {result.queue_growth:+,.0f}"
             )
             results[contender.name].append(result)
             startups[contender.name].append(startup)
@@ -438,6 +451,7 @@ def main() -> None:
             f"| {name} | {median(name, 'rps'):,.0f} | {median(name, 'p50_ms'):.2f} | "
             f"{median(name, 'p99_ms'):.2f} | {sum(r.errors for r in results[name])} | "
             f"{max(r.rss_mb for r in results[name]):.0f} | "
+            f"{max(r.queue_growth for r in results[name]):+,.0f} | "
             f"{' / '.join(f'{r.rps:,.0f}' for r in results[name])} |"
         )
     valid = median("moeconnect", "rps")
@@ -499,8 +513,9 @@ def main() -> None:
             f"(the big store: {args.big_sample:,} of its workspaces, shuffled); connection "
             "record on; rate limits on but raised to 10⁹/minute.",
             "",
-            "| contender | req/s (median) | p50 ms | p99 ms | errors | RSS MB | req/s per round |",
-            "|---|---|---|---|---|---|---|",
+            "| contender | req/s (median) | p50 ms | p99 ms | errors | RSS MB "
+            "| record queue growth | req/s per round |",
+            "|---|---|---|---|---|---|---|---|",
             *rows,
             "",
             "| target (SPEC §7) | measured | target | met |",
