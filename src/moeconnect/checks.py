@@ -29,6 +29,7 @@ from .records import CredentialKey, WorkspaceCredentials
 __all__ = [
     "MAX_BODY",
     "REQUIRED_FIELDS",
+    "TIMELESS_FAILURES",
     "BasicCredentials",
     "ConnectionRequest",
     "Failure",
@@ -205,6 +206,20 @@ def check_payload(
 
 def _date(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+# The failures of check_credentials that only the record, the request and the presented key
+# decide, whatever the time: the endpoint renders one once per request and record and repeats
+# it. Not KEY_REVOKED, whose message may carry the time of the check.
+TIMELESS_FAILURES = frozenset(
+    (
+        "WORKSPACE_NOT_FOUND",
+        "WORKSPACE_IN_OTHER_DC",
+        "WORKSPACE_SUSPENDED",
+        "NO_DATA_KEY",
+        "KEY_MISMATCH",
+    )
+)
 
 
 def check_credentials(

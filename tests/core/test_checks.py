@@ -288,6 +288,33 @@ def test_row_18() -> None:
     )
 
 
+def test_timeless_failures_are_the_same_whatever_the_time() -> None:
+    """The endpoint renders a TIMELESS_FAILURES refusal once per request and record and repeats
+    it (``_Known.refusal``): only the record and the presented key may decide it."""
+    cases = {
+        "WORKSPACE_NOT_FOUND": (None, KEY),
+        "WORKSPACE_IN_OTHER_DC": (record(key("k1", KEY), dc="02"), KEY),
+        "WORKSPACE_SUSPENDED": (record(key("k1", KEY), status="suspended"), KEY),
+        "NO_DATA_KEY": (record(key("k1", KEY, "revoked", NOW, "revoked")), KEY),
+        "KEY_MISMATCH": (record(key("k1", KEY)), "wrong-key-1"),
+    }
+    assert set(cases) == checks.TIMELESS_FAILURES
+    for expected, (rec, presented) in cases.items():
+        request = ConnectionRequest(WID, presented, "s", "01")
+        digest = key_digest(SECRET, presented)
+        first = check_credentials(request, rec, digest, NOW)
+        assert code(first) == expected
+        for later in (timedelta(seconds=1), timedelta(days=1), timedelta(days=3650)):
+            assert check_credentials(request, rec, digest, NOW + later) == first
+    # Why KEY_REVOKED is not among them: without an end on record, it says when it was checked.
+    unended = record(key("k2", KEY), key("k1", "old-key-123", "replaced"))
+    request = ConnectionRequest(WID, "old-key-123", "s", "01")
+    digest = key_digest(SECRET, "old-key-123")
+    assert check_credentials(request, unended, digest, NOW) != check_credentials(
+        request, unended, digest, NOW + timedelta(days=1)
+    )
+
+
 @pytest.mark.parametrize("region", [KEY, "a-legacy-secret-key", "moe_data_abc"])
 def test_row_8_never_echoes_a_key_pasted_into_region(region: str) -> None:
     failure = payload(body(region=region))

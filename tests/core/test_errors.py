@@ -5,8 +5,11 @@ from __future__ import annotations
 import string
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from moeconnect.errors import CATALOGUE, render_message
+from moeconnect.http.responses import error_body, error_body_around_id
 
 # (status, type, code) for every row of SPEC section 3, in table order, plus the 404 it names.
 SPEC_TABLE = [
@@ -70,3 +73,22 @@ def test_missing_parameters_render_as_question_marks() -> None:
 
 def test_status_codes_are_http_errors() -> None:
     assert all(400 <= spec.status <= 599 for spec in CATALOGUE.values())
+
+
+@given(
+    code=st.sampled_from(sorted(CATALOGUE)),
+    request_id=st.from_regex(r"\A[A-Za-z0-9_-]{8,32}\Z"),
+    value=st.text(max_size=40),
+)
+def test_a_body_rendered_around_the_id_is_the_body_rendered_with_it(
+    code: str, request_id: str, value: str
+) -> None:
+    """A refusal rendered once and answered again with each request's ID (the endpoint's fast
+    path) must be byte for byte what rendering it with that ID gives, whatever its message
+    quotes (here: the ID mark itself, a request ID, or anything)."""
+    params = {name: value for name in ("dc", "endpoint", "served", "region", "how", "when")}
+    head, tail = error_body_around_id(code, **params)
+    assert head + request_id.encode() + tail == error_body(code, request_id, **params)
+    params = dict.fromkeys(params, "REQUEST-ID-GOES-HERE")
+    head, tail = error_body_around_id(code, **params)
+    assert head + request_id.encode() + tail == error_body(code, request_id, **params)

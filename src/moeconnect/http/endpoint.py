@@ -42,6 +42,7 @@ from .pending import PendingAnswer
 from .responses import (
     JSON_HEADERS,
     error_body,
+    error_body_around_id,
     error_headers,
     header_lines,
     http_date,
@@ -88,6 +89,34 @@ class _Outcome:
         self.extra = extra or []
 
 
+class _Refusal:
+    """A failure's answer, rendered once: each request's own answer only puts its ID in.
+
+    ``record`` is the cached record the failure was found in, when a request's memo entry keeps
+    it for repeats (see :meth:`TestConnectionEndpoint._refuse_soon`).
+    """
+
+    __slots__ = ("extra", "failure", "head", "record", "tail")
+
+    def __init__(self, failure: Failure, record: WorkspaceCredentials | None = None) -> None:
+        self.failure = failure
+        self.record = record
+        self.head, self.tail = error_body_around_id(failure.code, **failure.params)
+        status = failure.status
+        self.extra = error_headers(status, RETRY_AFTER_STORE if status == 503 else None)
+
+    def outcome(self, request_id: str) -> _Outcome:
+        failure = self.failure
+        return _Outcome(
+            failure.status,
+            self.head + request_id.encode() + self.tail,
+            failure.code,
+            failure.workspace_id,
+            failure.key_id,
+            self.extra,
+        )
+
+
 class _Known(SuccessCounter):
     """A request whose bytes passed rows 4 and 6–12 before, and what was answered last.
 
@@ -97,7 +126,7 @@ class _Known(SuccessCounter):
     key ID are the counter's).
     """
 
-    __slots__ = ("digest", "record")
+    __slots__ = ("digest", "record", "refusal")
 
     def __init__(self, request: ConnectionRequest, digest: bytes) -> None:
         # Interned: tools send the same few sources for many workspaces.
@@ -109,6 +138,8 @@ class _Known(SuccessCounter):
         # from the record's name for each answer (~0.1 µs), where keeping it cost ~100 bytes
         # per workspace in use (15 MB with 150,000).
         self.record: WorkspaceCredentials | None = None
+        # Set after a refusal that time can't change (checks.TIMELESS_FAILURES), rendered.
+        self.refusal: _Refusal | None = None
 
     def request(self) -> ConnectionRequest:
         """What rows 13–18 check, without the key."""
@@ -326,11 +357,16 @@ class TestConnectionEndpoint:
         if cached is None:
             return None
         record = cached[1]
-        failure = checks.check_credentials(
-            known.request(), record, known.digest, datetime.now(UTC), self.domain
-        )
-        if not isinstance(failure, Failure):
-            return None  # a replaced key in its grace period: the full path answers that
+        refusal = known.refusal
+        if refusal is None or refusal.record is not record:
+            failure = checks.check_credentials(
+                known.request(), record, known.digest, datetime.now(UTC), self.domain
+            )
+            if not isinstance(failure, Failure):
+                return None  # a replaced key in its grace period: the full path answers that
+            refusal = _Refusal(failure, record)
+            if failure.code in checks.TIMELESS_FAILURES:
+                known.refusal = refusal  # the next repeat against this record renders nothing
         self.cache.hits += 1
         pending = PendingAnswer()
         request_id = request_id_from(head.request_id)[0]
@@ -341,7 +377,7 @@ class TestConnectionEndpoint:
             if ok and self.cache.holds(known.workspace_id, record, count=False):
                 limits = self._pass_limits(client_ip, known.workspace_id, failed=True)
                 if limits is not None:
-                    outcome = self._failure(failure, request_id)
+                    outcome = refusal.outcome(request_id)
                     pending.resolve(
                         outcome.status,
                         _rendered(outcome.body, request_id, [*outcome.extra, *limits]),
@@ -650,15 +686,7 @@ class TestConnectionEndpoint:
         return record
 
     def _failure(self, failure: Failure, request_id: str) -> _Outcome:
-        status = failure.status
-        return _Outcome(
-            status,
-            error_body(failure.code, request_id, **failure.params),
-            failure.code,
-            failure.workspace_id,
-            failure.key_id,
-            error_headers(status, RETRY_AFTER_STORE if status == 503 else None),
-        )
+        return _Refusal(failure).outcome(request_id)
 
 
 class _Head:

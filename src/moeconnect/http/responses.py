@@ -14,6 +14,7 @@ __all__ = [
     "JSON_HEADERS",
     "envelope",
     "error_body",
+    "error_body_around_id",
     "error_headers",
     "header_lines",
     "http_date",
@@ -43,6 +44,22 @@ def envelope(code: str, message: str, request_id: str) -> bytes:
 
 def error_body(code: str, request_id: str, **params: object) -> bytes:
     return envelope(code, render_message(code, **params), request_id)
+
+
+# Stands in for the request ID while a body is rendered once for many: the ID is the envelope's
+# last value, so the last occurrence is the one (a message could quote anything).
+_ID_MARK = "REQUEST-ID-GOES-HERE"
+
+
+def error_body_around_id(code: str, **params: object) -> tuple[bytes, bytes]:
+    """:func:`error_body`'s bytes before and after the request ID.
+
+    For a refusal answered again and again: joining the two around an ID gives exactly
+    ``error_body(code, that_id, **params)``, as IDs are URL-safe characters that JSON leaves
+    as they are (``request_ids``).
+    """
+    head, _, tail = error_body(code, _ID_MARK, **params).rpartition(_ID_MARK.encode())
+    return head, tail
 
 
 def success_body(app_name: str) -> bytes:
