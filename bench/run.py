@@ -196,11 +196,10 @@ class Result:
     p99_ms: float
     errors: int
     rss_mb: float
-    # How much the connection record's queue grew over the measured run: a writer that falls
+    # How much the connection record's buffer grew over the measured run: a writer that falls
     # behind flatters the figure (its rows cost nothing yet) and, run longer, would lose rows.
-    # About zero when it keeps up (the queue also holds one success counter per workspace in
-    # use, written a share at a time: steady, not growing).
-    queue_growth: float = 0.0
+    # About zero when it keeps up.
+    buffer_growth: float = 0.0
 
 
 def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> float:
@@ -303,13 +302,13 @@ def measure(
             ):
                 wrk(port, contender.requests, 5, connections)
         wrk(port, contender.requests, warmup, connections)
-        queued = gauge(port, "moeconnect_record_queue_depth") if contender.cached else 0.0
+        buffered = gauge(port, "moeconnect_record_buffered_rows") if contender.cached else 0.0
         result, non2xx = wrk(port, contender.requests, seconds, connections)
         if contender.expect_ok:
             result.errors += int(non2xx)
         result.rss_mb = rss_mb(process.pid)
         if contender.cached:
-            result.queue_growth = gauge(port, "moeconnect_record_queue_depth") - queued
+            result.buffer_growth = gauge(port, "moeconnect_record_buffered_rows") - buffered
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -424,7 +423,7 @@ def main() -> None:
                     f"{contender.name}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
                     f"p99 {result.p99_ms:.2f} ms, errors {result.errors}, "
                     f"RSS {result.rss_mb:.0f} MB, start-up {startup:.2f} s, "
-                    f"record queue growth {result.queue_growth:+,.0f}"
+                    f"record buffer growth {result.buffer_growth:+,.0f}"
                 )
         return
     results: dict[str, list[Result]] = {c.name: [] for c in contenders}
@@ -436,7 +435,7 @@ def main() -> None:
             log(
                 f"  {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
                 f"p99 {result.p99_ms:.2f} ms, errors {result.errors}, RSS {result.rss_mb:.0f} MB, "
-                f"record queue growth {result.queue_growth:+,.0f}"
+                f"record buffer growth {result.buffer_growth:+,.0f}"
             )
             results[contender.name].append(result)
             startups[contender.name].append(startup)
@@ -451,7 +450,7 @@ def main() -> None:
             f"| {name} | {median(name, 'rps'):,.0f} | {median(name, 'p50_ms'):.2f} | "
             f"{median(name, 'p99_ms'):.2f} | {sum(r.errors for r in results[name])} | "
             f"{max(r.rss_mb for r in results[name]):.0f} | "
-            f"{max(r.queue_growth for r in results[name]):+,.0f} | "
+            f"{max(r.buffer_growth for r in results[name]):+,.0f} | "
             f"{' / '.join(f'{r.rps:,.0f}' for r in results[name])} |"
         )
     valid = median("moeconnect", "rps")
@@ -514,7 +513,7 @@ def main() -> None:
             "record on; rate limits on but raised to 10⁹/minute.",
             "",
             "| contender | req/s (median) | p50 ms | p99 ms | errors | RSS MB "
-            "| record queue growth | req/s per round |",
+            "| record buffer growth | req/s per round |",
             "|---|---|---|---|---|---|---|---|",
             *rows,
             "",

@@ -74,12 +74,15 @@ class Metrics:
         cache: CredentialCache,
         limiter: RateLimiter | None = None,
         queue_depth: Callable[[], int | None] | None = None,
+        buffered: Callable[[], int | None] | None = None,
     ) -> None:
         self.cache = cache
         self.limiter = limiter
         # Set by whoever owns the connection record: returns the number of attempts waiting to
         # be written, or None when there is no record.
         self.queue_depth = queue_depth
+        # Likewise: the rows in the record's bounded buffer (ConnectionRecorder.buffered).
+        self.buffered = buffered
         self.registry = CollectorRegistry()
         # Attempts by outcome code, and the latency histogram's per-bucket (not cumulative)
         # counts, the last slot being +Inf; read by _StateCollector at scrape time.
@@ -186,4 +189,13 @@ class _StateCollector(Collector):
                     "moeconnect_record_queue_depth",
                     "Connection attempts waiting to be written to the connection record.",
                     value=depth,
+                )
+        if self.metrics.buffered is not None:
+            buffered = self.metrics.buffered()
+            if buffered is not None:
+                yield GaugeMetricFamily(
+                    "moeconnect_record_buffered_rows",
+                    "Rows in the connection record's bounded buffer (failures, 429s, new "
+                    "aggregates, retries); when it is full, new attempts are dropped.",
+                    value=buffered,
                 )

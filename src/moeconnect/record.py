@@ -305,6 +305,16 @@ class ConnectionRecorder:
         """Rows waiting to be written (an aggregate counts once, however many attempts)."""
         return self._buffered() + len(self._counters)
 
+    @property
+    def buffered(self) -> int:
+        """Rows in the bounded buffer: failures, 429s, aggregates new to the store, retries.
+
+        At ``max_pending`` new attempts are dropped; under steady load it stays about a batch
+        deep while the writer keeps up (unlike :attr:`queue_depth`, which also counts a success
+        counter per workspace in use, written a share at a time).
+        """
+        return self._buffered()
+
     def _buffered(self) -> int:
         """What ``max_pending`` bounds: success counters are bounded by the endpoint's memo."""
         return len(self._singles) + len(self._aggregates) + len(self._retry)

@@ -52,7 +52,12 @@ class Runtime:
         # Abuse limits (SPEC 5): in Redis when configured (own short-timeout pool, so a slow
         # Redis falls back to memory quickly), else in this process's memory.
         self.limiter = RateLimiter(LimitConfig.from_env(), settings.redis_url)
-        self.metrics = Metrics(self.cache, self.limiter, lambda: self.recorder.queue_depth)
+        self.metrics = Metrics(
+            self.cache,
+            self.limiter,
+            lambda: self.recorder.queue_depth,
+            lambda: self.recorder.buffered,
+        )
 
     async def start(self) -> None:
         await self.store.migrate()

@@ -54,4 +54,5 @@ def test_metrics_count_attempts_latency_cache_limits_and_the_record_queue(
     assert value("moeconnect_ratelimit_rejections_total", limit="failed_per_ip") == 0
     assert value("moeconnect_ratelimit_fallback") == 0
     assert value("moeconnect_record_queue_depth") >= 0
+    assert value("moeconnect_record_buffered_rows") >= 0
     assert value("process_resident_memory_bytes") > 0

@@ -273,10 +273,10 @@ def test_success_counters_neither_fill_the_buffer_nor_bring_the_write_forward() 
         counter = SuccessCounter(f"W{i}", "01", "tool", "key_1")
         recorder.count_success(counter, T0.timestamp(), f"r{i}", None, None)
     assert recorder._next_full == float("inf")
-    assert recorder.dropped == 0 and recorder.queue_depth == 1000
+    assert recorder.dropped == 0 and recorder.queue_depth == 1000 and recorder.buffered == 0
     for i in range(100):  # failures still have the whole buffer
         recorder.record(attempt(i, "KEY_MISMATCH"))
-    assert recorder.dropped == 0
+    assert recorder.dropped == 0 and recorder.buffered == 100
     recorder.record(attempt(100, "KEY_MISMATCH"))
     assert recorder.dropped == 1
 
