@@ -304,20 +304,17 @@ class ConnectionRecorder:
     @property
     def queue_depth(self) -> int:
         """Rows waiting to be written (an aggregate counts once, however many attempts)."""
-        return self._buffered() + len(self._counters)
+        return self.buffered + len(self._counters)
 
     @property
     def buffered(self) -> int:
         """Rows in the bounded buffer: failures, 429s, aggregates new to the store, retries.
 
-        At ``max_pending`` new attempts are dropped; under steady load it stays about a batch
+        What ``max_pending`` bounds (success counters are bounded by the endpoint's memo): at
+        ``max_pending`` new attempts are dropped; under steady load it stays about a batch
         deep while the writer keeps up (unlike :attr:`queue_depth`, which also counts a success
         counter per workspace in use, written a share at a time).
         """
-        return self._buffered()
-
-    def _buffered(self) -> int:
-        """What ``max_pending`` bounds: success counters are bounded by the endpoint's memo."""
         return len(self._singles) + len(self._aggregates) + len(self._retry)
 
     def record(self, attempt: Attempt) -> None:
@@ -339,7 +336,7 @@ class ConnectionRecorder:
                 aggregate.add(attempt)
                 self.recorded += 1
                 return
-        if self._buffered() >= self.max_pending:
+        if self.buffered >= self.max_pending:
             self._drop()
             return
         if key:
@@ -408,7 +405,7 @@ class ConnectionRecorder:
                 # at once, if the minute before that is still waiting there too: rare).
                 previous = counter.previous
                 if previous is not None:
-                    if self._buffered() < self.max_pending:
+                    if self.buffered < self.max_pending:
                         self._retry.append(counter.row(previous))
                     else:  # the store has been away for long: as record() does, count the loss
                         self._drop(previous[0])

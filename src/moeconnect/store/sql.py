@@ -221,8 +221,8 @@ def _attempt_driver_rows(dialect: sa.Dialect, rows: Iterable[AttemptRow]) -> lis
 
 # SQLite's default limit of bound parameters per statement (since 3.32).
 _SQLITE_MAX_PARAMS = 32766
-# Rows per statement, at most: see _insert_many.
-_SQLITE_ROWS_PER_STATEMENT = 256
+# Rows per statement (SQLite) or per executemany (asyncpg), at most: see _insert_many.
+_ROWS_PER_STATEMENT = 256
 
 
 async def _insert_many(conn: AsyncConnection, sql: str, rows: Sequence[AttemptRow]) -> None:
@@ -236,7 +236,7 @@ async def _insert_many(conn: AsyncConnection, sql: str, rows: Sequence[AttemptRo
     to yield it, which under load cost the endpoint far more than the insert itself. Other
     drivers (asyncpg) pipeline ``executemany`` well.
 
-    The statements come in few shapes: up to :data:`_SQLITE_ROWS_PER_STATEMENT` rows, the rest
+    The statements come in few shapes: up to :data:`_ROWS_PER_STATEMENT` rows, the rest
     in chunks of a power of two. The driver keeps every statement it prepared (128 per
     connection), and a prepared statement costs SQLite ~1.4 KB per row: with one shape per
     batch size, the statements cached were 20-60 MB of the server's memory (one of 2,000 rows
@@ -247,11 +247,11 @@ async def _insert_many(conn: AsyncConnection, sql: str, rows: Sequence[AttemptRo
     width = len(_ATTEMPT_COLUMNS)
     group = "(" + ", ".join(["?"] * width) + ")"
     if dialect.name != "sqlite" or group not in sql:
-        for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
-            params = _attempt_driver_rows(dialect, rows[start : start + _SQLITE_ROWS_PER_STATEMENT])
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+            params = _attempt_driver_rows(dialect, rows[start : start + _ROWS_PER_STATEMENT])
             await conn.exec_driver_sql(sql, params if len(params) > 1 else params[0])
         return
-    per = min(_SQLITE_ROWS_PER_STATEMENT, max(1, _SQLITE_MAX_PARAMS // width))
+    per = min(_ROWS_PER_STATEMENT, max(1, _SQLITE_MAX_PARAMS // width))
     start = 0
     while start < len(rows):
         left = len(rows) - start
