@@ -199,7 +199,7 @@ def test_sqlite_batches_of_any_size_use_few_statement_shapes(sqlite_url: str) ->
         shapes: set[str] = set()
 
         def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-            if statement.startswith("INSERT INTO connection_attempts"):
+            if statement.startswith("INSERT INTO connection_attempts_staged"):
                 shapes.add(statement)
 
         engine = store._engine  # type: ignore[attr-defined]
@@ -216,3 +216,124 @@ def test_sqlite_batches_of_any_size_use_few_statement_shapes(sqlite_url: str) ->
         assert 1 < len(shapes) <= 9, sorted(s.count("), (") + 1 for s in shapes)
 
     with_store(sqlite_url, action)
+
+
+async def _table_counts(store: Store) -> tuple[int, int]:
+    """Rows in (the staging table, the record), read directly: what no reader method shows."""
+    engine = store._engine  # type: ignore[attr-defined]
+    async with engine.connect() as conn:
+        staged = (
+            await conn.execute(sa.text("SELECT count(*) FROM connection_attempts_staged"))
+        ).scalar()
+        kept = (await conn.execute(sa.text("SELECT count(*) FROM connection_attempts"))).scalar()
+    return int(staged), int(kept)
+
+
+def test_failures_wait_unindexed_and_move_in_workspace_order_before_any_read(db_url: str) -> None:
+    """Single rows are staged (no index to update one by one); every reader moves them first,
+    sorted by workspace so that one workspace's rows are neighbours in the index."""
+
+    async def action(store: Store) -> None:
+        store.fold_rows = 1_000  # type: ignore[attr-defined]
+        await store.add_attempts(
+            [
+                row(
+                    "KEY_MISMATCH",
+                    T0 + timedelta(seconds=i),
+                    workspace_id=f"W{3 - i % 3}",
+                    request_id=f"req{i:05d}",
+                )
+                for i in range(9)
+            ]
+        )
+        assert await _table_counts(store) == (9, 0)
+        page = await store.list_attempts("W2")
+        assert await _table_counts(store) == (0, 9)
+        assert [r.request_id for r in page.items] == ["req00007", "req00004", "req00001"]
+        by_id = []
+        for workspace in ("W1", "W2", "W3"):
+            by_id += sorted(
+                (r.id, r.workspace_id) for r in (await store.list_attempts(workspace)).items
+            )
+        assert sorted(by_id) == by_id  # ids given in workspace order, then time
+
+        for read in (
+            lambda: store.source_summary("W1"),
+            lambda: store.attempt_counts("W1", T0),
+            lambda: store.prune_attempts(T0 - timedelta(days=1)),
+        ):
+            await store.add_attempts([row("KEY_MISMATCH", T0 + timedelta(minutes=5))])
+            assert (await _table_counts(store))[0] == 1
+            await read()
+            assert (await _table_counts(store))[0] == 0
+
+    with_store(db_url, action)
+
+
+def test_staged_rows_move_once_enough_have_gathered(db_url: str) -> None:
+    async def action(store: Store) -> None:
+        store.fold_rows = 5  # type: ignore[attr-defined]
+        await store.add_attempts([row("KEY_MISMATCH", T0 + timedelta(seconds=i)) for i in range(3)])
+        assert await _table_counts(store) == (3, 0)
+        # Aggregates go straight into the record, and don't count towards a move.
+        await store.add_attempts([row("SUCCESS", T0, key_id="k1", agg=True)])
+        assert await _table_counts(store) == (3, 1)
+        await store.add_attempts([row("KEY_MISMATCH", T0 + timedelta(seconds=i)) for i in range(2)])
+        assert await _table_counts(store) == (0, 6)
+
+    with_store(db_url, action)
+
+
+def test_close_moves_what_was_staged(db_url: str) -> None:
+    """Whoever reads the tables directly after a shutdown finds the whole record."""
+
+    async def stage(store: Store) -> None:
+        await store.add_attempts([row("KEY_MISMATCH", T0 + timedelta(seconds=i)) for i in range(4)])
+        assert await _table_counts(store) == (4, 0)
+
+    async def check(store: Store) -> None:
+        assert await _table_counts(store) == (0, 4)
+
+    with_store(db_url, stage)
+    with_store(db_url, check)
+
+
+def test_writers_and_moves_at_once_lose_and_double_nothing(db_url: str) -> None:
+    """Two stores (two processes' worth) stage rows and move them at the same time, every
+    batch: each row ends in the record exactly once. (On PostgreSQL a move that deleted what
+    it had not copied would lose the rows staged between its two halves.)"""
+
+    async def action(store: Store) -> None:
+        other = open_store(db_url)
+        try:
+            for each in (store, other):
+                each.fold_rows = 1  # type: ignore[attr-defined]
+
+            async def write(each: Store, name: str) -> None:
+                for b in range(25):
+                    await each.add_attempts(
+                        [
+                            row(
+                                "KEY_MISMATCH",
+                                T0 + timedelta(milliseconds=b * 40 + i),
+                                request_id=f"{name}{b:03d}{i:03d}",
+                            )
+                            for i in range(40)
+                        ]
+                    )
+
+            await asyncio.gather(write(store, "a"), write(other, "b"), write(store, "c"))
+        finally:
+            await other.close()
+        ids: list[str] = []
+        page = await store.list_attempts("W1", limit=500)
+        while True:
+            ids += [r.request_id for r in page.items]
+            if page.next_cursor is None:
+                break
+            page = await store.list_attempts("W1", limit=500, cursor=page.next_cursor)
+        assert len(ids) == 3 * 25 * 40
+        assert len(set(ids)) == len(ids)
+        assert await _table_counts(store) == (0, 3 * 25 * 40)
+
+    with_store(db_url, action)

@@ -32,6 +32,7 @@ __all__ = [
     "api_keys",
     "changes",
     "connection_attempts",
+    "connection_attempts_staged",
     "metadata",
     "operator_tokens",
     "workspaces",
@@ -132,27 +133,47 @@ changes = Table(
 # outcome, minute) and 429s per (workspace, client IP, minute), identified by ``agg_key`` so a
 # later batch adds to the same row. ``count`` is exact; ``at``/``last_at`` span the row.
 # No foreign key: the record is history and outlives (or precedes) the workspace it names.
+
+
+def _attempt_columns() -> list[Column[Any]]:
+    """The record's columns after ``id`` but ``agg_key``: the same for both of its tables."""
+    return [
+        Column("at", UTCDateTime(), nullable=False),
+        Column("last_at", UTCDateTime(), nullable=False),
+        Column("minute", UTCDateTime(), nullable=False),
+        Column("request_id", String(32), nullable=False),
+        Column("workspace_id", String(64), nullable=True),
+        Column("dc", String(8), nullable=True),
+        Column("source", String(64), nullable=True),
+        Column("outcome", String(32), nullable=False),
+        Column("key_id", String(32), nullable=True),
+        Column("stale", Boolean(), nullable=False, server_default=false()),
+        Column("client_ip", String(64), nullable=True),
+        Column("user_agent", String(256), nullable=True),
+        Column("count", Integer(), nullable=False, server_default="1"),
+    ]
+
+
 connection_attempts = Table(
     "connection_attempts",
     metadata,
     Column(
         "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     ),
-    Column("at", UTCDateTime(), nullable=False),
-    Column("last_at", UTCDateTime(), nullable=False),
-    Column("minute", UTCDateTime(), nullable=False),
-    Column("request_id", String(32), nullable=False),
-    Column("workspace_id", String(64), nullable=True),
-    Column("dc", String(8), nullable=True),
-    Column("source", String(64), nullable=True),
-    Column("outcome", String(32), nullable=False),
-    Column("key_id", String(32), nullable=True),
-    Column("stale", Boolean(), nullable=False, server_default=false()),
-    Column("client_ip", String(64), nullable=True),
-    Column("user_agent", String(256), nullable=True),
-    Column("count", Integer(), nullable=False, server_default="1"),
+    *_attempt_columns(),
     Column("agg_key", String(400), nullable=True, unique=True),
     # Few indexes on purpose: each costs every failed attempt a B-tree insert (migration 0003).
     Index("ix_attempts_workspace_time", "workspace_id", "last_at", "id"),
     Index("ix_attempts_last_at", "last_at"),
+)
+
+# Failed attempts land here first, unindexed, and move into ``connection_attempts`` in large
+# batches sorted by workspace (migration 0004): one at a time, each took its own page write in
+# ``ix_attempts_workspace_time`` — most of what a failure cost the store. Every reader of the
+# record moves them first, so none sees this table.
+connection_attempts_staged = Table(
+    "connection_attempts_staged",
+    metadata,
+    *_attempt_columns(),
+    Column("agg_key", String(400), nullable=True),
 )
