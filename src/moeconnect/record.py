@@ -63,8 +63,13 @@ _BUILD_STEP = 256
 def aggregate_key(
     outcome: str, workspace_id: str | None, key_id: str | None, minute: int, source: str | None
 ) -> str:
-    """The key under which successes of one workspace, key, source and minute add up."""
-    return f"{outcome}|{workspace_id}|{key_id}|{minute}|{source}"
+    """The key under which successes of one workspace, key, source and minute add up.
+
+    The minute (epoch minutes, 8 digits until the 22nd century) comes first: each minute's keys
+    are new, and so they go to the end of the record's ``agg_key`` index instead of a place
+    beside each workspace's earlier minutes, one page write each.
+    """
+    return f"{minute}|{outcome}|{workspace_id}|{key_id}|{source}"
 
 
 def parse_retention(text: str | None) -> timedelta:
@@ -326,7 +331,7 @@ class ConnectionRecorder:
             )
         elif outcome == RATE_LIMITED:
             minute = int(attempt.at.timestamp()) // 60
-            key = f"{outcome}|{attempt.workspace_id or ''}|{attempt.client_ip}|{minute}"
+            key = f"{minute}|{outcome}|{attempt.workspace_id or ''}|{attempt.client_ip}"
         else:
             key = ""
         if key:

@@ -275,11 +275,16 @@ def test_staged_rows_move_once_enough_have_gathered(db_url: str) -> None:
         store.fold_rows = 5  # type: ignore[attr-defined]
         await store.add_attempts([row("KEY_MISMATCH", T0 + timedelta(seconds=i)) for i in range(3)])
         assert await _table_counts(store) == (3, 0)
-        # Aggregates go straight into the record, and don't count towards a move.
+        # SQLite stages aggregates too; PostgreSQL upserts them at once (and they don't count
+        # towards a move there).
         await store.add_attempts([row("SUCCESS", T0, key_id="k1", agg=True)])
-        assert await _table_counts(store) == (3, 1)
-        await store.add_attempts([row("KEY_MISMATCH", T0 + timedelta(seconds=i)) for i in range(2)])
-        assert await _table_counts(store) == (0, 6)
+        sqlite = db_url.startswith("sqlite")
+        assert await _table_counts(store) == ((4, 0) if sqlite else (3, 1))
+        more = 1 if sqlite else 2
+        await store.add_attempts(
+            [row("KEY_MISMATCH", T0 + timedelta(seconds=i)) for i in range(more)]
+        )
+        assert await _table_counts(store) == ((0, 5) if sqlite else (0, 6))
 
     with_store(db_url, action)
 
@@ -335,5 +340,47 @@ def test_writers_and_moves_at_once_lose_and_double_nothing(db_url: str) -> None:
         assert len(ids) == 3 * 25 * 40
         assert len(set(ids)) == len(ids)
         assert await _table_counts(store) == (0, 3 * 25 * 40)
+
+    with_store(db_url, action)
+
+
+def test_aggregates_of_one_key_staged_apart_add_up_in_any_order(db_url: str) -> None:
+    """Batches of one aggregate may arrive late (a retry, another process): whatever order
+    they are staged and moved in, counts add up and the latest attempt's details win."""
+    later = dataclasses.replace(
+        row("SUCCESS", T0 + timedelta(seconds=40), key_id="k1", agg=True, request_id="late0001"),
+        at=T0 + timedelta(seconds=30),
+        count=2,
+    )
+    earlier = dataclasses.replace(
+        row("SUCCESS", T0 + timedelta(seconds=20), key_id="k1", agg=True, request_id="early001"),
+        at=T0 + timedelta(seconds=10),
+        count=3,
+    )
+
+    async def action(store: Store) -> None:
+        await store.add_attempts([later])
+        await store.add_attempts([earlier])
+        await store.add_attempts([dataclasses.replace(later, count=1, request_id="late0002")])
+        (got,) = (await store.list_attempts("W1")).items
+        assert got.count == 6
+        assert (got.at, got.last_at) == (T0 + timedelta(seconds=10), T0 + timedelta(seconds=40))
+        assert got.request_id in ("late0001", "late0002")  # the two share the latest time
+
+    with_store(db_url, action)
+
+
+def test_staged_rows_move_once_the_first_has_waited_long_enough(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Few rows (a quiet server) still move within FOLD_SECONDS of the first being staged."""
+    from moeconnect.store import sql
+
+    async def action(store: Store) -> None:
+        await store.add_attempts([row("KEY_MISMATCH", T0)])
+        assert await _table_counts(store) == (1, 0)
+        monkeypatch.setattr(sql, "FOLD_SECONDS", 0.0)
+        await store.add_attempts([row("KEY_MISMATCH", T0 + timedelta(seconds=1))])
+        assert await _table_counts(store) == (0, 2)
 
     with_store(db_url, action)
