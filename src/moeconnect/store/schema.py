@@ -167,10 +167,10 @@ connection_attempts = Table(
     Index("ix_attempts_last_at", "last_at"),
 )
 
-# Failed attempts land here first, unindexed, and move into ``connection_attempts`` in large
-# batches sorted by workspace (migration 0004): one at a time, each took its own page write in
-# ``ix_attempts_workspace_time`` — most of what a failure cost the store. Every reader of the
-# record moves them first, so none sees this table.
+# Failed attempts (and on SQLite the aggregates) land here first, unindexed, and move into
+# ``connection_attempts`` in large sorted batches (migration 0004): one at a time, each took its
+# own page write in ``ix_attempts_workspace_time`` — most of what a failure cost the store.
+# Every reader of the record moves them first, so none sees this table.
 connection_attempts_staged = Table(
     "connection_attempts_staged",
     metadata,

@@ -383,11 +383,13 @@ class SQLStore:
         # The endpoint's cache misses take a leaner road than SQLAlchemy (see hotread.py).
         self._reader, self._close_reader = open_reader(self.db)
         self._listeners: list[Callable[[Sequence[str]], Awaitable[None] | None]] = []
-        # Failed attempts this process staged since the last move, and when the first was.
+        # Rows this process staged since the last move, and when the first was.
         self.fold_rows = FOLD_ROWS
         self._staged = 0
         self._staged_since = 0.0
         self._stage_aggregates = self.db.kind == "sqlite"
+        # Built once: every read of the record runs them first.
+        self._fold = _fold_statements(self.db.kind)
 
     def add_change_listener(
         self, listener: Callable[[Sequence[str]], Awaitable[None] | None]
@@ -865,7 +867,7 @@ class SQLStore:
         self._staged = 0
         moved = 0
         async with self._conn(write=True) as conn:
-            for statement in _fold_statements(self.db.kind):
+            for statement in self._fold:
                 moved = (await conn.execute(statement)).rowcount
         return int(moved or 0)
 

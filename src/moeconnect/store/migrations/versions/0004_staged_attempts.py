@@ -4,7 +4,8 @@ Each failed attempt is a row of ``connection_attempts``, and each row took a pla
 ``ix_attempts_workspace_time`` at random (requests spread over workspaces): about one page write
 per row. Written here first and moved tens of thousands at a time in workspace order, rows that
 share a page share its write (see ``SQLStore.fold_attempts``). Same columns as the record, less
-``id`` (given when a row moves) and the uniqueness of ``agg_key`` (always empty here).
+``id`` (given when a row moves) and the uniqueness of ``agg_key`` (on SQLite aggregates are staged
+too, and several rows of one key add up when they move).
 
 Revision ID: 0004
 Revises: 0003
