@@ -31,6 +31,7 @@ from .records import Attempt
 from .request_ids import KeptRequestId, request_id_text
 from .store import Store, StoreError
 from .store.base import AttemptRow
+from .timestamps import minute_of
 
 __all__ = [
     "DEFAULT_RETENTION",
@@ -205,10 +206,6 @@ def _build(item: _Pending, through: int) -> list[AttemptRow]:
     return [_row(agg.template, agg.count, key, first=datetime.fromtimestamp(agg.first, UTC))]
 
 
-def _minute(moment: datetime) -> datetime:
-    return moment.replace(second=0, microsecond=0)
-
-
 def _clean(value: str | None, limit: int) -> str | None:
     """Fit a column: at most ``limit`` characters and no NUL (PostgreSQL refuses it in text).
 
@@ -226,7 +223,7 @@ def _row(
     return AttemptRow(
         at=first or attempt.at,
         last_at=attempt.at,
-        minute=_minute(attempt.at),
+        minute=minute_of(attempt.at),
         request_id=_clean(attempt.request_id, 32) or "",
         workspace_id=_clean(attempt.workspace_id, 64),
         dc=_clean(attempt.dc, 8),

@@ -32,6 +32,7 @@ from ..records import (
     Workspace,
     WorkspaceCredentials,
 )
+from ..timestamps import sqlite_text
 from .base import (
     CHANGES_PAGE,
     AttemptBucket,
@@ -166,15 +167,6 @@ FOLD_ROWS = 300_000
 FOLD_SECONDS = 60.0
 
 
-def _sqlite_datetime(moment: datetime) -> str:
-    """The exact text SQLAlchemy's SQLite DATETIME stores, so comparisons stay consistent."""
-    if moment.tzinfo is not UTC:
-        moment = moment.astimezone(UTC)
-    # isoformat: the same text as strftime("%Y-%m-%d %H:%M:%S.%f"), several times faster; the
-    # "+00:00" it appends is cut off rather than the tzinfo replaced first.
-    return moment.isoformat(" ", "microseconds")[:26]
-
-
 def _naive_utc(moment: datetime) -> datetime:
     """What asyncpg takes for a ``timestamp without time zone`` column."""
     return moment.astimezone(UTC).replace(tzinfo=None)
@@ -208,9 +200,7 @@ def _attempt_driver_rows(dialect: sa.Dialect, rows: Iterable[AttemptRow]) -> lis
     same object, and a batch's rows share a few minutes). Booleans need nothing: both drivers
     bind ``bool``.
     """
-    convert: Callable[[datetime], Any] = (
-        _sqlite_datetime if dialect.name == "sqlite" else _naive_utc
-    )
+    convert: Callable[[datetime], Any] = sqlite_text if dialect.name == "sqlite" else _naive_utc
     minutes: dict[datetime, Any] = {}
     out: list[tuple[Any, ...]] = []
     append = out.append
@@ -1122,7 +1112,7 @@ class SQLStore:
                 found = converted.get(moment)
                 if found is None:
                     found = converted[moment] = (
-                        _sqlite_datetime(moment)
+                        sqlite_text(moment)
                         if dialect.name == "sqlite"
                         else moment.astimezone(UTC).replace(tzinfo=None)
                     )
