@@ -154,16 +154,15 @@ SQLITE_WAL_PAGES = 16_384  # WAL frames (4 KiB pages) between automatic checkpoi
 # or the first of them has waited this long, then move into the indexed record in sorted
 # statements (see SQLStore.fold_attempts). Measured on a record of 1.5 million rows, a failure
 # cost the writer 18.9 µs staged one by one, 10.5 µs moved 100,000 at a time, 12.2 at 50,000:
-# the more rows a move holds, the more of them share a page of the index. A move rewrites
-# nearly every page of ``(workspace_id, last_at, id)`` when failures are spread over 10,000
-# workspaces (17,800 of its 18,700 pages for 100,000 rows, 18,700 for 300,000), so that part
-# of its cost is per move, not per row: in the server, 40-s runs of wrong keys spread over
-# 10,000 workspaces cost the writer 14.2 µs per refusal moved every 100,000 rows and 9.4 µs
-# every 300,000 (16.6k -> 19.9k refusals a second). Not more: a reader that comes while rows
-# are staged waits for their move (~2.5 s for 300,000 on a 2-core VM; 600,000 saved little
-# more). A minute, not less: with 150,000 workspaces in use their success counts (~2,500 rows
-# a second) moved every 10 s cost the writer 1.9 µs per request, every 60 s 0.9 µs.
-FOLD_ROWS = 300_000
+# the more rows a move holds, the more of them share a page of the index. Not more than
+# 100,000: a move holds SQLite's only write lock throughout, and under a flood of refusals one of
+# 300,000 took 5.5 s (against ~2.3 s), past the 5-s busy timeout of every other writer — a key
+# generated with the CLI or the admin API would fail — for ~3 µs less of the writer per
+# refusal. (Moving 300,000 a workspace range at a time, ~100,000 a transaction, saved the writer
+# as much but cost the loop as much again: no gain.) A minute, not less: with 150,000
+# workspaces in use their success counts (~2,500 rows a second) moved every 10 s cost the
+# writer 1.9 µs per request, every 60 s 0.9 µs.
+FOLD_ROWS = 100_000
 FOLD_SECONDS = 60.0
 
 
