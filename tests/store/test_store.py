@@ -297,8 +297,9 @@ def test_unreachable_backend_is_store_unavailable(store_url: str) -> None:
 
 
 def test_sqlite_connections_are_tuned_for_the_record(tmp_path: object) -> None:
-    """WAL, and a checkpoint every 64 MB of WAL rather than 4 MB (see SQLITE_WAL_PAGES)."""
-    from moeconnect.store.sql import SQLITE_CACHE_KIB, SQLITE_WAL_PAGES
+    """WAL, 8 KiB pages, and a checkpoint every 16,384 pages rather than 1,000 (see
+    SQLITE_WAL_PAGES)."""
+    from moeconnect.store.sql import SQLITE_CACHE_KIB, SQLITE_PAGE_SIZE, SQLITE_WAL_PAGES
 
     async def body(store: SQLStore) -> dict[str, object]:
         found: dict[str, object] = {}
@@ -308,6 +309,7 @@ def test_sqlite_connections_are_tuned_for_the_record(tmp_path: object) -> None:
                 "wal_autocheckpoint",
                 "journal_size_limit",
                 "cache_size",
+                "page_size",
             ):
                 found[pragma] = (await conn.exec_driver_sql(f"PRAGMA {pragma}")).scalar()
         return found
@@ -316,6 +318,7 @@ def test_sqlite_connections_are_tuned_for_the_record(tmp_path: object) -> None:
     assert found == {
         "journal_mode": "wal",
         "wal_autocheckpoint": SQLITE_WAL_PAGES,
-        "journal_size_limit": SQLITE_WAL_PAGES * 4096,
+        "journal_size_limit": SQLITE_WAL_PAGES * SQLITE_PAGE_SIZE,
         "cache_size": -SQLITE_CACHE_KIB,
+        "page_size": SQLITE_PAGE_SIZE,
     }

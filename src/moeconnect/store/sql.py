@@ -89,6 +89,11 @@ def _engine_for(db: DatabaseURL) -> AsyncEngine:
         @sa.event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
+            # Only a new, empty file takes it (before WAL mode is set; an existing store keeps
+            # its page size, see docs/operations.md): each failed attempt's move rewrites a page
+            # of the record's workspace index per workspace, and 8 KiB pages, holding twice the
+            # rows, cost the writer 11.6-12.2 µs per refusal against 13.9-15.0 with 4 KiB.
+            cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
@@ -96,14 +101,15 @@ def _engine_for(db: DatabaseURL) -> AsyncEngine:
             # 8 MB of page cache (default 2 MB): the record's indexes outgrow 2 MB quickly, and
             # every page read past the cache is a pread() system call under load.
             cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-            # Checkpoint when the WAL reaches 64 MB, not SQLite's 4 MB: each aggregate row of the
-            # record dirties ~4 pages at random places in its indexes, so a 250-row batch filled
-            # the default WAL and every commit paid a checkpoint (random writes + fsync). With
-            # 150,000 workspaces in use a row cost ~100 µs of the writer thread; with 64 MB, ~68
-            # (a page rewritten many times is checkpointed once). The file is cut back to 64 MB
-            # after a checkpoint, so it never holds more than that on disk for long.
+            # Checkpoint after 16,384 pages (64 MB of 4 KiB pages, 128 MB of 8 KiB), not SQLite's
+            # 1,000: each aggregate row of the record dirties ~4 pages at random places in its
+            # indexes, so a 250-row batch filled the default WAL and every commit paid a
+            # checkpoint (random writes + fsync). With 150,000 workspaces in use a row cost ~100
+            # µs of the writer thread; with 64 MB, ~68 (a page rewritten many times is
+            # checkpointed once). The file is cut back after a checkpoint, so it never holds more
+            # than that on disk for long.
             cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_PAGES}")
-            cursor.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_PAGES * 4096}")
+            cursor.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_PAGES * SQLITE_PAGE_SIZE}")
             cursor.close()
 
         return engine
@@ -148,7 +154,8 @@ _SUCCESSES = (SUCCESS, STALE_SUCCESS)
 
 _ATTEMPT_SQL: dict[tuple[str, bool], str] = {}
 SQLITE_CACHE_KIB = 8 * 1024  # per connection (grown only as pages are read): RSS adds up
-SQLITE_WAL_PAGES = 16_384  # WAL frames (4 KiB pages) between automatic checkpoints
+SQLITE_PAGE_SIZE = 8192  # bytes, for files this creates
+SQLITE_WAL_PAGES = 16_384  # WAL frames between automatic checkpoints (128 MB of 8 KiB pages)
 
 # Rows wait in ``connection_attempts_staged`` until this many have been staged (by this process)
 # or the first of them has waited this long, then move into the indexed record in sorted
