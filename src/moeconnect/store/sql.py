@@ -178,6 +178,12 @@ def _naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
+def _driver_datetime(dialect: sa.Dialect) -> Callable[[datetime], Any]:
+    """How an aware datetime is bound at the driver level on ``dialect`` (SQLAlchemy's own
+    conversion bypassed): SQLite's stored text, or a naive UTC datetime for asyncpg."""
+    return sqlite_text if dialect.name == "sqlite" else _naive_utc
+
+
 # The record's columns in AttemptRow's field order: the table's, less ``id``.
 _ATTEMPT_COLUMNS = (
     "at",
@@ -206,7 +212,7 @@ def _attempt_driver_rows(dialect: sa.Dialect, rows: Iterable[AttemptRow]) -> lis
     same object, and a batch's rows share a few minutes). Booleans need nothing: both drivers
     bind ``bool``.
     """
-    convert: Callable[[datetime], Any] = sqlite_text if dialect.name == "sqlite" else _naive_utc
+    convert = _driver_datetime(dialect)
     minutes: dict[datetime, Any] = {}
     out: list[tuple[Any, ...]] = []
     append = out.append
@@ -1113,15 +1119,12 @@ class SQLStore:
                 await conn.exec_driver_sql("PRAGMA cache_size=-262144")
 
             converted: dict[datetime, Any] = {}  # a batch shares a handful of timestamps
+            convert = _driver_datetime(dialect)
 
             def when(moment: datetime) -> Any:
                 found = converted.get(moment)
                 if found is None:
-                    found = converted[moment] = (
-                        sqlite_text(moment)
-                        if dialect.name == "sqlite"
-                        else moment.astimezone(UTC).replace(tzinfo=None)
-                    )
+                    found = converted[moment] = convert(moment)
                 return found
 
             # Only placeholders are interpolated into these statements.
