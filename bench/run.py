@@ -285,6 +285,15 @@ def wrk(port: int, requests: Path, seconds: int, connections: int) -> tuple[Resu
     return Result(rps, p50, p99, errors, 0.0), (non2xx.group(1) if non2xx else "0")
 
 
+def fill_cache(port: int, requests: Path, connections: int) -> None:
+    """Run wrk until the server's credential cache holds (nearly) every workspace the requests
+    name, so that what is measured next is the steady state."""
+    distinct = sum(1 for _ in requests.open())
+    deadline = time.monotonic() + 300
+    while gauge(port, "moeconnect_cache_entries") < distinct * 0.99 and time.monotonic() < deadline:
+        wrk(port, requests, 5, connections)
+
+
 def measure(
     contender: Contender, seconds: int, warmup: int, connections: int
 ) -> tuple[Result, float]:
@@ -294,13 +303,7 @@ def measure(
         # Warm-up, not measured: moeconnect until its cache holds (nearly) every workspace the
         # requests name, so the measured run is the steady state; then a few seconds for all.
         if contender.cached:
-            distinct = sum(1 for _ in contender.requests.open())
-            deadline = time.monotonic() + 300
-            while (
-                gauge(port, "moeconnect_cache_entries") < distinct * 0.99
-                and time.monotonic() < deadline
-            ):
-                wrk(port, contender.requests, 5, connections)
+            fill_cache(port, contender.requests, connections)
         wrk(port, contender.requests, warmup, connections)
         buffered = gauge(port, "moeconnect_record_buffered_rows") if contender.cached else 0.0
         result, non2xx = wrk(port, contender.requests, seconds, connections)

@@ -72,9 +72,7 @@ def main() -> None:
     server = subprocess.Popen(run.pin(0) + command, env=env, cwd=work, stdout=subprocess.DEVNULL)
     try:
         run.wait_ready(port, server)
-        distinct = sum(1 for _ in requests.open())
-        while run.gauge(port, "moeconnect_cache_entries") < distinct * 0.99:
-            run.wrk(port, requests, 5, 32)
+        run.fill_cache(port, requests, 32)
         run.wrk(port, requests, 3, 32)
         buffered = [run.gauge(port, "moeconnect_record_buffered_rows")]
 
