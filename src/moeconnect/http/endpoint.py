@@ -294,17 +294,19 @@ class TestConnectionEndpoint:
         if self.metrics is not None:
             self.metrics.observe(outcome.code, time.monotonic() - started)
         if self.recorder is not None:
+            # Positional, in Attempt's field order (at, request ID, workspace, DC, source,
+            # outcome, key, client IP, User-Agent): by keyword it cost twice as much.
             self.recorder.record(
                 Attempt(
-                    at=datetime.now(UTC),
-                    request_id=request_id,
-                    workspace_id=outcome.workspace_id,
-                    dc=dc,
-                    source=source,
-                    outcome=outcome.code,
-                    key_id=outcome.key_id,
-                    client_ip=client_ip,
-                    user_agent=agent.decode("latin-1")[:256] if agent else None,
+                    datetime.now(UTC),
+                    request_id,
+                    outcome.workspace_id,
+                    dc,
+                    source,
+                    outcome.code,
+                    outcome.key_id,
+                    client_ip,
+                    agent.decode("latin-1")[:256] if agent else None,
                 )
             )
 
