@@ -190,6 +190,49 @@ def test_uses_replaced_key_and_counts_and_prune(db_url: str) -> None:
     with_store(db_url, action)
 
 
+def test_prune_walks_every_workspace_in_slices(db_url: str) -> None:
+    """Pruning finds old rows through the workspace index (there is no index on ``last_at``,
+    migration 0005): every workspace's, the empty ID's and the rows without a workspace, across
+    several pages of workspaces and several delete transactions per workspace, and nothing newer
+    than the cutoff."""
+    cutoff = T0 + timedelta(hours=1)
+    workspaces = ["", "W0", "W1", "W2", "W3", "W4", "W5", "W6"]
+    rows: list[AttemptRow] = []
+    expected_old = 0
+    for n, wid in enumerate(workspaces):
+        for i in range(n % 6):  # 0 to 5 old rows: some workspaces need two slices of 3
+            rows.append(row("KEY_MISMATCH", T0 + timedelta(minutes=i), workspace_id=wid))
+            expected_old += 1
+        rows.append(row("KEY_MISMATCH", cutoff + timedelta(minutes=n), workspace_id=wid))
+        rows.append(row("SUCCESS", cutoff, workspace_id=wid, agg=True))
+    old_success = row("SUCCESS", T0, workspace_id="W3", agg=True)
+    rows.append(old_success)
+    expected_old += 1
+    nowhere = [row("MALFORMED", T0 + timedelta(seconds=i), workspace_id="W9") for i in range(4)]
+    for item in nowhere:
+        item.workspace_id = None
+    rows.extend(nowhere)
+    expected_old += len(nowhere)
+    rows.append(dataclasses.replace(nowhere[0], at=cutoff, last_at=cutoff))
+
+    async def action(store: Store) -> None:
+        store.prune_workspaces = 2  # type: ignore[attr-defined]  # four pages of workspaces
+        store.prune_rows = 3  # type: ignore[attr-defined]
+        await store.add_attempts(rows)
+        assert await store.prune_attempts(cutoff) == expected_old
+        for wid in workspaces:
+            page = await store.list_attempts(wid, limit=100)
+            assert sorted(r.outcome for r in page.items) == ["KEY_MISMATCH", "SUCCESS"], wid
+            assert all(r.last_at >= cutoff for r in page.items)
+        assert await store.prune_attempts(cutoff) == 0
+        engine = store._engine  # type: ignore[attr-defined]
+        async with engine.connect() as conn:
+            query = "SELECT count(*) FROM connection_attempts WHERE workspace_id IS NULL"
+            assert (await conn.execute(sa.text(query))).scalar() == 1
+
+    with_store(db_url, action)
+
+
 def test_sqlite_batches_of_any_size_use_few_statement_shapes(sqlite_url: str) -> None:
     """The driver keeps every statement it prepared, and a multi-row INSERT costs SQLite
     ~1.4 KB of memory per row: batches of every size must not each bring a shape of their own

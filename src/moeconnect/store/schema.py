@@ -162,9 +162,9 @@ connection_attempts = Table(
     ),
     *_attempt_columns(),
     Column("agg_key", String(400), nullable=True, unique=True),
-    # Few indexes on purpose: each costs every failed attempt a B-tree insert (migration 0003).
+    # One index on purpose: each costs every failed attempt a B-tree insert (migrations 0003
+    # and 0005). Pruning walks this one too (SQLStore.prune_attempts).
     Index("ix_attempts_workspace_time", "workspace_id", "last_at", "id"),
-    Index("ix_attempts_last_at", "last_at"),
 )
 
 # Failed attempts (and on SQLite the aggregates) land here first, unindexed, and move into

@@ -172,6 +172,31 @@ SQLITE_WAL_PAGES = 16_384  # WAL frames between automatic checkpoints (128 MB of
 FOLD_ROWS = 100_000
 FOLD_SECONDS = 60.0
 
+# A prune (SQLStore.prune_attempts) lists this many workspaces of the record per query, and
+# deletes at most this many rows per transaction.
+PRUNE_WORKSPACES = 500
+PRUNE_ROWS = 20_000
+
+
+def _next_workspaces(after: str | None, limit: int) -> sa.Select[Any]:
+    """The next ``limit`` distinct workspace IDs of the record after ``after`` (from the first
+    when ``after`` is None), in order: a *loose index scan* of ``ix_attempts_workspace_time``,
+    one seek per workspace however many rows each has (a recursive query, which SQLite and
+    PostgreSQL both run; neither skips through an index this way by itself)."""
+    c = connection_attempts.c
+
+    def first(condition: Any) -> Any:
+        found = sa.select(c.workspace_id).where(condition).order_by(c.workspace_id).limit(1)
+        return found.scalar_subquery()
+
+    start = c.workspace_id.is_not(None) if after is None else c.workspace_id > after
+    ws = sa.select(first(start).label("id"), sa.literal(1).label("n")).cte("ws", recursive=True)
+    step = sa.select(first(c.workspace_id > ws.c.id), ws.c.n + 1).where(
+        ws.c.id.is_not(None), ws.c.n < limit
+    )
+    ws = ws.union_all(step)
+    return sa.select(ws.c.id).where(ws.c.id.is_not(None))
+
 
 def _naive_utc(moment: datetime) -> datetime:
     """What asyncpg takes for a ``timestamp without time zone`` column."""
@@ -393,6 +418,8 @@ class SQLStore:
         self._listeners: list[Callable[[Sequence[str]], Awaitable[None] | None]] = []
         # Rows this process staged since the last move, and when the first was.
         self.fold_rows = FOLD_ROWS
+        self.prune_workspaces = PRUNE_WORKSPACES
+        self.prune_rows = PRUNE_ROWS
         self._staged = 0
         self._staged_since = 0.0
         self._stage_aggregates = self.db.kind == "sqlite"
@@ -1046,12 +1073,42 @@ class SQLStore:
         ]
 
     async def prune_attempts(self, before: datetime) -> int:
-        """Delete rows whose last attempt is older than ``before``; returns how many."""
+        """Delete rows whose last attempt is older than ``before``; returns how many.
+
+        The record has no index on ``last_at`` alone (migration 0005: every failed attempt paid
+        for it, and only this used it), so this walks ``ix_attempts_workspace_time``: the
+        workspaces that have rows, a few hundred at a time (:func:`_next_workspaces`, one index
+        seek each), then each one's rows older than ``before`` (a range of that index), in
+        slices of at most :attr:`prune_rows` rows, so no transaction holds SQLite's write lock
+        for long.
+        """
         await self.fold_attempts()
         c = connection_attempts.c
-        async with self._conn(write=True) as conn:
-            result = await conn.execute(connection_attempts.delete().where(c.last_at < before))
-        return int(result.rowcount or 0)
+        removed = await self._delete_attempts(c.workspace_id.is_(None) & (c.last_at < before))
+        after: str | None = None
+        while True:
+            async with self._conn() as conn:
+                result = await conn.execute(_next_workspaces(after, self.prune_workspaces))
+                found = [str(w) for w in result.scalars()]
+            if found:
+                condition = c.workspace_id.in_(found) & (c.last_at < before)
+                removed += await self._delete_attempts(condition)
+            if len(found) < self.prune_workspaces:
+                return removed
+            after = found[-1]
+
+    async def _delete_attempts(self, condition: Any) -> int:
+        """Delete the record's rows matching ``condition``, :attr:`prune_rows` a transaction."""
+        c = connection_attempts.c
+        removed = 0
+        while True:
+            doomed = sa.select(c.id).where(condition).limit(self.prune_rows)
+            async with self._conn(write=True) as conn:
+                result = await conn.execute(connection_attempts.delete().where(c.id.in_(doomed)))
+            count = int(result.rowcount or 0)
+            removed += count
+            if count < self.prune_rows:
+                return removed
 
     # -- end connection record --------------------------------------------------------------------
 
