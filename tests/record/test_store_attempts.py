@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from moeconnect.accounts import Accounts
 from moeconnect.store import Store, open_store
 from moeconnect.store.base import AttemptRow
+from moeconnect.store.sql import _statement_sizes
 
 SECRET = b"s" * 32
 T0 = datetime(2026, 1, 5, 10, 0, 0, tzinfo=UTC)
@@ -233,20 +234,32 @@ def test_prune_walks_every_workspace_in_slices(db_url: str) -> None:
     with_store(db_url, action)
 
 
-def test_sqlite_batches_of_any_size_use_few_statement_shapes(sqlite_url: str) -> None:
+def test_sqlite_batches_of_any_size_use_few_statement_shapes() -> None:
     """The driver keeps every statement it prepared, and a multi-row INSERT costs SQLite
     ~1.4 KB of memory per row: batches of every size must not each bring a shape of their own
-    (they made the server's SQLite memory 20-60 MB). Every row still lands."""
+    (they made the server's SQLite memory 20-60 MB)."""
+    shapes: set[int] = set()
+    for size in range(1, 3000):
+        sizes = _statement_sizes(size)
+        assert sum(sizes) == size
+        assert all(0 < s <= 256 for s in sizes)
+        shapes.update(sizes)
+    assert len(shapes) <= 9, sorted(shapes)
+
+
+def test_sqlite_stages_batches_of_any_size_whole(sqlite_url: str) -> None:
+    """Every row of every batch size lands, in statements of those few shapes, through the
+    record's own SQLite connection."""
 
     async def action(store: Store) -> None:
-        shapes: set[str] = set()
+        shapes: set[int] = set()
 
-        def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        def seen(statement: str) -> None:
             if statement.startswith("INSERT INTO connection_attempts_staged"):
-                shapes.add(statement)
+                shapes.add(statement.count("), (") + 1)
 
-        engine = store._engine  # type: ignore[attr-defined]
-        sa.event.listen(engine.sync_engine, "before_cursor_execute", seen)
+        stager = store._stager  # type: ignore[attr-defined]
+        await stager.transaction(lambda conn: conn.set_trace_callback(seen))
         total = 0
         for size in range(1, 700, 7):
             start = T0 + timedelta(minutes=total)
@@ -256,7 +269,7 @@ def test_sqlite_batches_of_any_size_use_few_statement_shapes(sqlite_url: str) ->
             total += size
         page = await store.source_summary("W1")
         assert sum(s.total for s in page) == total
-        assert 1 < len(shapes) <= 9, sorted(s.count("), (") + 1 for s in shapes)
+        assert 1 < len(shapes) <= 9, sorted(shapes)
 
     with_store(sqlite_url, action)
 

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from moeconnect.store import SQLStore
-from moeconnect.store.sql import SQLITE_PAGE_SIZE
+from moeconnect.store.sqlite_connection import SQLITE_PAGE_SIZE
 
 from .conftest import with_store
 

@@ -298,23 +298,36 @@ def test_unreachable_backend_is_store_unavailable(store_url: str) -> None:
 
 def test_sqlite_connections_are_tuned_for_the_record(tmp_path: object) -> None:
     """WAL, 8 KiB pages, and a checkpoint every 16,384 pages rather than 1,000 (see
-    SQLITE_WAL_PAGES)."""
-    from moeconnect.store.sql import SQLITE_CACHE_KIB, SQLITE_PAGE_SIZE, SQLITE_WAL_PAGES
+    SQLITE_WAL_PAGES), on SQLAlchemy's connections and on the record's own (which would
+    otherwise checkpoint the others' large WAL at nearly every commit)."""
+    from moeconnect.store.sqlite_connection import (
+        SQLITE_CACHE_KIB,
+        SQLITE_PAGE_SIZE,
+        SQLITE_WAL_PAGES,
+    )
 
-    async def body(store: SQLStore) -> dict[str, object]:
+    pragmas = (
+        "journal_mode",
+        "wal_autocheckpoint",
+        "journal_size_limit",
+        "cache_size",
+        "page_size",
+    )
+
+    async def body(store: SQLStore) -> tuple[dict[str, object], dict[str, object]]:
         found: dict[str, object] = {}
         async with store._engine.connect() as conn:
-            for pragma in (
-                "journal_mode",
-                "wal_autocheckpoint",
-                "journal_size_limit",
-                "cache_size",
-                "page_size",
-            ):
+            for pragma in pragmas:
                 found[pragma] = (await conn.exec_driver_sql(f"PRAGMA {pragma}")).scalar()
-        return found
+        stager = store._stager
+        assert stager is not None
+        record = await stager.transaction(
+            lambda conn: {p: conn.execute(f"PRAGMA {p}").fetchone()[0] for p in pragmas}
+        )
+        return found, record
 
-    found = with_store(f"sqlite:///{tmp_path}/tuned.db", body)
+    found, record = with_store(f"sqlite:///{tmp_path}/tuned.db", body)
+    assert record == found
     assert found == {
         "journal_mode": "wal",
         "wal_autocheckpoint": SQLITE_WAL_PAGES,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -53,6 +55,7 @@ from .schema import (
     operator_tokens,
     workspaces,
 )
+from .sqlite_connection import SQLiteThread, apply_pragmas
 from .urls import DatabaseURL
 
 __all__ = ["SQLStore"]
@@ -89,27 +92,7 @@ def _engine_for(db: DatabaseURL) -> AsyncEngine:
         @sa.event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            # Only a new, empty file takes it (before WAL mode is set; an existing store keeps
-            # its page size, see docs/operations.md): each failed attempt's move rewrites a page
-            # of the record's workspace index per workspace, and 8 KiB pages, holding twice the
-            # rows, cost the writer 11.6-12.2 µs per refusal against 13.9-15.0 with 4 KiB.
-            cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=5000")
-            # 8 MB of page cache (default 2 MB): the record's indexes outgrow 2 MB quickly, and
-            # every page read past the cache is a pread() system call under load.
-            cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-            # Checkpoint after 16,384 pages (64 MB of 4 KiB pages, 128 MB of 8 KiB), not SQLite's
-            # 1,000: each aggregate row of the record dirties ~4 pages at random places in its
-            # indexes, so a 250-row batch filled the default WAL and every commit paid a
-            # checkpoint (random writes + fsync). With 150,000 workspaces in use a row cost ~100
-            # µs of the writer thread; with 64 MB, ~68 (a page rewritten many times is
-            # checkpointed once). The file is cut back after a checkpoint, so it never holds more
-            # than that on disk for long.
-            cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_PAGES}")
-            cursor.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_PAGES * SQLITE_PAGE_SIZE}")
+            apply_pragmas(cursor)
             cursor.close()
 
         return engine
@@ -153,9 +136,6 @@ _SUCCESSES = (SUCCESS, STALE_SUCCESS)
 
 
 _ATTEMPT_SQL: dict[tuple[str, bool], str] = {}
-SQLITE_CACHE_KIB = 8 * 1024  # per connection (grown only as pages are read): RSS adds up
-SQLITE_PAGE_SIZE = 8192  # bytes, for files this creates
-SQLITE_WAL_PAGES = 16_384  # WAL frames between automatic checkpoints (128 MB of 8 KiB pages)
 
 # Rows wait in ``connection_attempts_staged`` until this many have been staged (by this process)
 # or the first of them has waited this long, then move into the indexed record in sorted
@@ -270,6 +250,7 @@ def _attempt_driver_rows(dialect: sa.Dialect, rows: Iterable[AttemptRow]) -> lis
     return out
 
 
+_SQLITE = sqlite_dialect.dialect()
 # SQLite's default limit of bound parameters per statement (since 3.32).
 _SQLITE_MAX_PARAMS = 32766
 # Rows per statement (SQLite) or per executemany (asyncpg), at most: see _insert_many.
@@ -328,41 +309,71 @@ def _fold_statements(dialect: str) -> list[sa.Executable]:
     return [connection_attempts.insert().from_select(names, rows)]
 
 
-async def _insert_many(conn: AsyncConnection, sql: str, rows: Sequence[AttemptRow]) -> None:
-    """``sql`` (one ``VALUES (...)`` row of :data:`_ATTEMPT_COLUMNS`) for every row of ``rows``.
+def _attempt_statement(dialect: sa.Dialect, *, upsert: bool) -> str:
+    """The upsert of aggregates into the record (PostgreSQL) or the INSERT of rows into its
+    staging table for ``dialect`` as driver SQL, binding the columns in
+    :data:`_ATTEMPT_COLUMNS` order (what :func:`_attempt_driver_rows` builds)."""
+    cache_key = (dialect.name, upsert)
+    found = _ATTEMPT_SQL.get(cache_key)
+    if found is None:
+        statement = (
+            _upsert(pg_insert(connection_attempts))
+            if upsert
+            else connection_attempts_staged.insert()
+        )
+        compiled = statement.values(
+            {name: sa.bindparam(name) for name in _ATTEMPT_COLUMNS}
+        ).compile(dialect=dialect)
+        order = tuple(compiled.positiontup or ())
+        if order != _ATTEMPT_COLUMNS:  # the table or SQLAlchemy changed: never mis-bind
+            raise RuntimeError(f"the record's INSERT binds {order}, not {_ATTEMPT_COLUMNS}")
+        found = _ATTEMPT_SQL[cache_key] = str(compiled)
+    return found
 
-    Each statement's rows become driver parameters just before it is sent, so the event loop
-    is held for one statement's worth (~0.3 ms), never for a whole batch.
 
-    On SQLite, as multi-row ``VALUES`` statements: ``executemany`` releases and re-takes the
-    GIL around every row's ``sqlite3_step``, and each re-take waits for the event loop's thread
-    to yield it, which under load cost the endpoint far more than the insert itself. Other
-    drivers (asyncpg) pipeline ``executemany`` well.
+def _statement_sizes(rows: int) -> list[int]:
+    """How many rows each multi-row ``INSERT`` of a batch of ``rows`` holds on SQLite.
 
-    The statements come in few shapes: up to :data:`_ROWS_PER_STATEMENT` rows, the rest
-    in chunks of a power of two. The driver keeps every statement it prepared (128 per
-    connection), and a prepared statement costs SQLite ~1.4 KB per row: with one shape per
-    batch size, the statements cached were 20-60 MB of the server's memory (one of 2,000 rows
-    was 3 MB). Now at most nine shapes per statement, ~0.7 MB in all; 256 rows per statement
-    inserts as fast as 2,000 (3.3 us per row either way, measured on an in-memory table).
+    Few shapes: up to :data:`_ROWS_PER_STATEMENT` rows, the rest in chunks of a power of two.
+    The driver keeps every statement it prepared (128 per connection), and a prepared statement
+    costs SQLite ~1.4 KB per row: with one shape per batch size, the statements cached were
+    20-60 MB of the server's memory (one of 2,000 rows was 3 MB). Now at most nine shapes, ~0.7
+    MB in all; 256 rows per statement inserts as fast as 2,000 (3.3 us per row either way,
+    measured on an in-memory table).
     """
-    dialect = conn.dialect
-    width = len(_ATTEMPT_COLUMNS)
-    group = "(" + ", ".join(["?"] * width) + ")"
-    if dialect.name != "sqlite" or group not in sql:
-        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-            params = _attempt_driver_rows(dialect, rows[start : start + _ROWS_PER_STATEMENT])
-            await conn.exec_driver_sql(sql, params if len(params) > 1 else params[0])
-        return
-    per = min(_ROWS_PER_STATEMENT, max(1, _SQLITE_MAX_PARAMS // width))
+    per = min(_ROWS_PER_STATEMENT, max(1, _SQLITE_MAX_PARAMS // len(_ATTEMPT_COLUMNS)))
+    sizes = []
+    while rows:
+        size = per if rows >= per else 1 << (rows.bit_length() - 1)
+        sizes.append(size)
+        rows -= size
+    return sizes
+
+
+def _stage_sqlite(conn: sqlite3.Connection, sql: str, rows: Sequence[AttemptRow]) -> None:
+    """``sql`` (one ``VALUES (...)`` row of :data:`_ATTEMPT_COLUMNS`) for every row of ``rows``,
+    as multi-row statements (:func:`_statement_sizes`), on the record's own SQLite thread.
+
+    Multi-row, not ``executemany``: that releases and re-takes the GIL around every row's
+    ``sqlite3_step``, and each re-take waits for the event loop's thread to yield it, which
+    under load cost the endpoint far more than the insert itself.
+    """
+    group = "(" + ", ".join(["?"] * len(_ATTEMPT_COLUMNS)) + ")"
     start = 0
-    while start < len(rows):
-        left = len(rows) - start
-        size = per if left >= per else 1 << (left.bit_length() - 1)
-        params = _attempt_driver_rows(dialect, rows[start : start + size])
+    for size in _statement_sizes(len(rows)):
+        params = _attempt_driver_rows(_SQLITE, rows[start : start + size])
         start += size
         statement = sql.replace(group, ", ".join([group] * size), 1)
-        await conn.exec_driver_sql(statement, tuple(chain.from_iterable(params)))
+        conn.execute(statement, tuple(chain.from_iterable(params)))
+
+
+async def _insert_many(conn: AsyncConnection, sql: str, rows: Sequence[AttemptRow]) -> None:
+    """``sql`` for every row of ``rows`` with asyncpg's ``executemany``, which pipelines well,
+    each slice's driver parameters built just before it is sent (the event loop is held for one
+    slice's worth, never for a whole batch)."""
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        params = _attempt_driver_rows(conn.dialect, rows[start : start + _ROWS_PER_STATEMENT])
+        await conn.exec_driver_sql(sql, params if len(params) > 1 else params[0])
 
 
 def _merge_attempts(a: AttemptRow, b: AttemptRow) -> AttemptRow:
@@ -423,6 +434,9 @@ class SQLStore:
         self._staged = 0
         self._staged_since = 0.0
         self._stage_aggregates = self.db.kind == "sqlite"
+        self._stager = (
+            SQLiteThread(self.db, "moeconnect-record") if self.db.kind == "sqlite" else None
+        )
         # Built once: every read of the record runs them first.
         self._fold = _fold_statements(self.db.kind)
 
@@ -512,6 +526,8 @@ class SQLStore:
             except StoreUnavailable as err:
                 log.warning("staged attempts not moved at close: %s", err)
         await self._close_reader()
+        if self._stager is not None:
+            await self._stager.close()
         await self._engine.dispose()
 
     # -- workspaces -------------------------------------------------------------------------
@@ -875,15 +891,19 @@ class SQLStore:
         # SQLite stages aggregates with the single rows (see _fold_statements).
         staged = [*singles, *aggregates.values()] if self._stage_aggregates else singles
         upserted = [] if self._stage_aggregates else list(aggregates.values())
-        async with self._conn(write=True) as conn:
-            # Driver-level executemany: SQLAlchemy's per-row parameter processing runs on the
-            # event loop and would cost the endpoint more than the write itself.
-            if staged:
-                sql = self._compiled_attempt_statement(conn, upsert=False)
-                await _insert_many(conn, sql, staged)
-            if upserted:
-                sql = self._compiled_attempt_statement(conn, upsert=True)
-                await _insert_many(conn, sql, upserted)
+        if self._stager is not None:  # SQLite: on the record's own thread, off SQLAlchemy
+            sql = _attempt_statement(_SQLITE, upsert=False)
+            await self._stager.transaction(lambda conn: _stage_sqlite(conn, sql, staged))
+        else:
+            async with self._conn(write=True) as conn:
+                # Driver-level executemany: SQLAlchemy's per-row parameter processing runs on
+                # the event loop and would cost the endpoint more than the write itself.
+                if staged:
+                    sql = _attempt_statement(conn.dialect, upsert=False)
+                    await _insert_many(conn, sql, staged)
+                if upserted:
+                    sql = _attempt_statement(conn.dialect, upsert=True)
+                    await _insert_many(conn, sql, upserted)
         if staged:
             now = time.monotonic()
             if not self._staged:
@@ -905,27 +925,6 @@ class SQLStore:
             for statement in self._fold:
                 moved = (await conn.execute(statement)).rowcount
         return int(moved or 0)
-
-    def _compiled_attempt_statement(self, conn: AsyncConnection, *, upsert: bool) -> str:
-        """The upsert of aggregates into the record (PostgreSQL) or the INSERT of rows into its
-        staging table for this dialect as driver SQL, binding the columns in
-        :data:`_ATTEMPT_COLUMNS` order (what :func:`_attempt_driver_rows` builds)."""
-        cache_key = (conn.dialect.name, upsert)
-        found = _ATTEMPT_SQL.get(cache_key)
-        if found is None:
-            statement = (
-                _upsert(pg_insert(connection_attempts))
-                if upsert
-                else connection_attempts_staged.insert()
-            )
-            compiled = statement.values(
-                {name: sa.bindparam(name) for name in _ATTEMPT_COLUMNS}
-            ).compile(dialect=conn.dialect)
-            order = tuple(compiled.positiontup or ())
-            if order != _ATTEMPT_COLUMNS:  # the table or SQLAlchemy changed: never mis-bind
-                raise RuntimeError(f"the record's INSERT binds {order}, not {_ATTEMPT_COLUMNS}")
-            found = _ATTEMPT_SQL[cache_key] = str(compiled)
-        return found
 
     async def list_attempts(
         self,
