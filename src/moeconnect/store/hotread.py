@@ -12,8 +12,6 @@ key waits for (see ``ChangeWatcher.caught_up``), takes the same road. Failures s
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from sys import intern
@@ -21,6 +19,7 @@ from typing import Any, Protocol, cast
 
 from ..records import CredentialKey, KeyState, WorkspaceCredentials
 from .base import StoreUnavailable
+from .sqlite_connection import SQLiteThread
 from .urls import DatabaseURL
 
 __all__ = ["CredentialReader", "open_reader"]
@@ -161,59 +160,17 @@ class _SQLiteFetcher:
     """One thread, one read-only-by-use connection, re-opened if the file is replaced."""
 
     def __init__(self, db: DatabaseURL) -> None:
-        assert db.sqlite_path is not None
-        self.db = db
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="moeconnect-read"
-        )
-        self._conn: sqlite3.Connection | None = None
-        self._file_id: tuple[int, int] | None = None
-
-    def _connection(self) -> sqlite3.Connection:
-        current = self.db.sqlite_file_id()
-        if current is None:
-            self._close()
-            raise StoreUnavailable(f"the database file {self.db.sqlite_path} is missing")
-        if self._conn is None or current != self._file_id:
-            self._close()
-            conn = sqlite3.connect(
-                f"file:{self.db.sqlite_path}?mode=rw",
-                uri=True,
-                timeout=5,
-                check_same_thread=False,
-            )
-            conn.execute("PRAGMA busy_timeout=5000")
-            conn.execute("PRAGMA query_only=ON")
-            self._conn, self._file_id = conn, current
-        return self._conn
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _query(self, sql: str, params: Sequence[Any]) -> list[Row]:
-        """Run one query on the reader's connection (in its thread); errors mean "unavailable"."""
-        try:
-            return self._connection().execute(sql, params).fetchall()
-        except (sqlite3.Error, OSError) as err:
-            self._close()
-            raise StoreUnavailable(f"{type(err).__name__}: {err}") from None
-
-    async def _run(self, sql: str, params: Sequence[Any]) -> list[Row]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._query, sql, params)
+        self._thread = SQLiteThread(db, "moeconnect-read", read_only=True)
 
     async def __call__(self, ids: list[str], scope: str) -> list[Row]:
         sql = f"SELECT {_COLUMNS} " + _FROM.format(scope="?", ids=", ".join("?" * len(ids)))
-        return await self._run(sql, [scope, *ids])
+        return await self._thread.query(sql, [scope, *ids])
 
     async def changes(self, after_id: int, limit: int) -> list[Row]:
-        return await self._run(_CHANGES.format(after="?", limit="?"), (after_id, limit))
+        return await self._thread.query(_CHANGES.format(after="?", limit="?"), (after_id, limit))
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
-        self._executor.shutdown(wait=False)
+        await self._thread.close()
 
 
 class _PostgresFetcher:

@@ -1,14 +1,15 @@
-"""How the store's SQLite connections are set up, and a thread of its own for the record's rows.
+"""How the store's SQLite connections are set up, and threads with a connection of their own.
 
-Every connection to the store's file (SQLAlchemy's pool, the hot reader's, the record's) gets the
-same settings (:func:`apply_pragmas`): one that checkpointed at SQLite's default of 1,000 pages
-would checkpoint on nearly every commit of the others' large WAL.
+Every connection that writes to the store's file (SQLAlchemy's pool, the record's) gets the same
+settings (:func:`apply_pragmas`): one that checkpointed at SQLite's default of 1,000 pages would
+checkpoint on nearly every commit of the others' large WAL. The hot reader's only reads.
 
-:class:`SQLiteThread` runs functions on one dedicated thread with one connection, re-opened if
-the file is replaced. The connection record stages every failed attempt through it
-(``SQLStore.add_attempts``): one hand-off per batch, where SQLAlchemy's async layer took one per
-statement (BEGIN, each INSERT, COMMIT) plus its own Python around each, ~2-3 µs per row of the
-server's only core in all (measured standalone: 11.1-14.0 against 8.8-9.9 µs per row).
+:class:`SQLiteThread` runs queries or transactions on one dedicated thread with one connection,
+re-opened if the file is replaced: the hot reader's (``hotread.py``) and the record's. The
+record stages every failed attempt through it (``SQLStore.add_attempts``): one hand-off per
+batch, where SQLAlchemy's async layer took one per statement (BEGIN, each INSERT, COMMIT) plus
+its own Python around each, ~2-3 µs per row of the server's only core in all (measured
+standalone: 11.1-14.0 against 8.8-9.9 µs per row).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from .base import Conflict, StoreUnavailable
@@ -62,11 +63,13 @@ def apply_pragmas(cursor: Any) -> None:
 
 
 class SQLiteThread:
-    """One thread and one connection to the store's SQLite file, for :meth:`transaction`."""
+    """One thread and one connection to the store's SQLite file: the hot reader's (``read_only``,
+    for :meth:`query`) or the record's (for :meth:`transaction`)."""
 
-    def __init__(self, db: DatabaseURL, name: str) -> None:
+    def __init__(self, db: DatabaseURL, name: str, *, read_only: bool = False) -> None:
         assert db.sqlite_path is not None
         self.db = db
+        self.read_only = read_only
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=name
         )
@@ -87,7 +90,11 @@ class SQLiteThread:
                 isolation_level=None,  # transactions are this class's own BEGIN and COMMIT
                 check_same_thread=False,
             )
-            apply_pragmas(conn)
+            if self.read_only:
+                conn.execute("PRAGMA busy_timeout=5000")
+                conn.execute("PRAGMA query_only=ON")
+            else:
+                apply_pragmas(conn)
             self._conn, self._file_id = conn, current
         return self._conn
 
@@ -114,6 +121,18 @@ class SQLiteThread:
             self._close()
             raise StoreUnavailable(f"{type(err).__name__}: {err}") from None
         return result
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        try:
+            return self._connection().execute(sql, params).fetchall()
+        except (sqlite3.Error, OSError) as err:
+            self._close()
+            raise StoreUnavailable(f"{type(err).__name__}: {err}") from None
+
+    async def query(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """The rows of one query, run on this thread; errors mean "unavailable"."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._query, sql, params)
 
     async def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work(connection)`` in one write transaction on this thread; a failure rolls
