@@ -253,7 +253,8 @@ def _attempt_driver_rows(dialect: sa.Dialect, rows: Iterable[AttemptRow]) -> lis
 _SQLITE = sqlite_dialect.dialect()
 # SQLite's default limit of bound parameters per statement (since 3.32).
 _SQLITE_MAX_PARAMS = 32766
-# Rows per statement (SQLite) or per executemany (asyncpg), at most: see _insert_many.
+# Rows per statement (SQLite) or per executemany (asyncpg), at most: see _statement_sizes and
+# _insert_many.
 _ROWS_PER_STATEMENT = 256
 
 
@@ -433,7 +434,7 @@ class SQLStore:
         self.prune_rows = PRUNE_ROWS
         self._staged = 0
         self._staged_since = 0.0
-        self._stage_aggregates = self.db.kind == "sqlite"
+        # SQLite's record rows, aggregates too, are staged through their own thread.
         self._stager = (
             SQLiteThread(self.db, "moeconnect-record") if self.db.kind == "sqlite" else None
         )
@@ -888,22 +889,23 @@ class SQLStore:
                 aggregates[row.agg_key] = row if prev is None else _merge_attempts(prev, row)
         if not singles and not aggregates:
             return
-        # SQLite stages aggregates with the single rows (see _fold_statements).
-        staged = [*singles, *aggregates.values()] if self._stage_aggregates else singles
-        upserted = [] if self._stage_aggregates else list(aggregates.values())
-        if self._stager is not None:  # SQLite: on the record's own thread, off SQLAlchemy
+        if self._stager is not None:
+            # SQLite: aggregates are staged with the single rows (see _fold_statements), on the
+            # record's own thread, off SQLAlchemy.
+            staged = [*singles, *aggregates.values()]
             sql = _attempt_statement(_SQLITE, upsert=False)
             await self._stager.transaction(lambda conn: _stage_sqlite(conn, sql, staged))
         else:
+            staged = singles
             async with self._conn(write=True) as conn:
                 # Driver-level executemany: SQLAlchemy's per-row parameter processing runs on
                 # the event loop and would cost the endpoint more than the write itself.
                 if staged:
                     sql = _attempt_statement(conn.dialect, upsert=False)
                     await _insert_many(conn, sql, staged)
-                if upserted:
+                if aggregates:
                     sql = _attempt_statement(conn.dialect, upsert=True)
-                    await _insert_many(conn, sql, upserted)
+                    await _insert_many(conn, sql, list(aggregates.values()))
         if staged:
             now = time.monotonic()
             if not self._staged:
