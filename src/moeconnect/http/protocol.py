@@ -56,9 +56,27 @@ AnswerAtOnce = Callable[
 ]
 
 
+class _NoEvent:
+    """What uvicorn sets on a cycle's ``message_event`` on connection loss: nothing waits on a
+    parked answer's."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+
+_NO_EVENT = _NoEvent()
+
+
 class _Parked:
     """Stands in for uvicorn's ``RequestResponseCycle`` while an answer is to come: what
-    uvicorn reads or sets on its current cycle (pipelining, connection loss, shutdown)."""
+    uvicorn reads or sets on its current cycle (pipelining, connection loss, shutdown).
+
+    Free of reference cycles, so it goes when its answer is written: one that referred to itself
+    lived until the cyclic collector's next run, which every ~50,000 answers then stopped the
+    event loop for 30-40 ms to free them (docs/benchmarks.md, item 36).
+    """
 
     __slots__ = ("disconnected", "keep_alive", "message_event", "response_complete")
 
@@ -66,10 +84,7 @@ class _Parked:
         self.response_complete = False
         self.disconnected = False
         self.keep_alive = True
-        self.message_event = self  # uvicorn sets it on connection loss: nothing waits on it
-
-    def set(self) -> None:
-        pass
+        self.message_event = _NO_EVENT
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
