@@ -287,10 +287,16 @@ def wrk(port: int, requests: Path, seconds: int, connections: int) -> tuple[Resu
 
 def fill_cache(port: int, requests: Path, connections: int) -> None:
     """Run wrk until the server's credential cache holds (nearly) every workspace the requests
-    name, so that what is measured next is the steady state."""
+    name, so that what is measured next is the steady state.
+
+    99.9 %: at 99 % up to 1,500 of the big store's 150,000 workspaces were first read during
+    the measured run, and three big runs in ten had a p99 over 200 ms (none in three at 99.9 %;
+    the cold reads are the likely cause, not proven).
+    """
     distinct = sum(1 for _ in requests.open())
     deadline = time.monotonic() + 300
-    while gauge(port, "moeconnect_cache_entries") < distinct * 0.99 and time.monotonic() < deadline:
+    wanted = distinct * 0.999
+    while gauge(port, "moeconnect_cache_entries") < wanted and time.monotonic() < deadline:
         wrk(port, requests, 5, connections)
 
 
