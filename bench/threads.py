@@ -14,12 +14,18 @@ py-spy``)::
     .venv/bin/python bench/threads.py valid --py-spy /tmp/valid.txt   # py-spy's raw format
 
 ``--pythonpath DIR`` puts a ``sitecustomize.py`` of yours in the server (a diagnostic: take a part
-away and see what the rest costs).
+away and see what the rest costs). ``--lag`` loads ``bench/lag/`` instead, which reports what
+stopped the event loop during the measured run: late wake-ups, the stacks the loop was in, and
+the cyclic collector's runs (docs/benchmarks.md, item 36)::
+
+    .venv/bin/python bench/threads.py big --seconds 15 --lag
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import json
 import os
 import shutil
 import signal
@@ -48,12 +54,37 @@ def thread_cpu(pid: int) -> dict[str, tuple[str, int]]:
     return found
 
 
+def report_lag(path: Path, began: float, ended: float) -> None:
+    """What ``bench/lag/`` saw between ``began`` and ``ended`` (wall clock)."""
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    events = [(kind, detail) for at, kind, detail in events if began <= at <= ended]
+    late = sorted(detail for kind, detail in events if kind == "late")
+    print(
+        f"event loop: {len(late)} wake-ups over 3 ms late, {sum(late):,.0f} ms in all;"
+        f" over 5 ms {sum(ms > 5 for ms in late)}, over 10 ms {sum(ms > 10 for ms in late)},"
+        f" longest {max(late, default=0):.1f} ms"
+    )
+    collections_by_generation: dict[int, list[float]] = collections.defaultdict(list)
+    for kind, detail in events:
+        if kind == "gc":
+            collections_by_generation[detail[0]].append(detail[1])
+    for generation, took in sorted(collections_by_generation.items()):
+        print(
+            f"  gc generation {generation}: {len(took)} runs, {sum(took):.1f} ms in all,"
+            f" longest {max(took):.1f} ms"
+        )
+    stacks = collections.Counter(detail for kind, detail in events if kind == "stack")
+    for stack, samples in stacks.most_common(8):
+        print(f"  {samples:5d} samples in {stack[:300]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("mode", choices=sorted(STORES))
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--py-spy", metavar="FILE", help="also record py-spy (raw) into FILE")
     parser.add_argument("--pythonpath", metavar="DIR", help="PYTHONPATH for the server")
+    parser.add_argument("--lag", action="store_true", help="report what stopped the event loop")
     args = parser.parse_args()
 
     count = STORES[args.mode]
@@ -66,6 +97,10 @@ def main() -> None:
     env = {**os.environ, **run.LIMITS_RAISED}
     if args.pythonpath:
         env["PYTHONPATH"] = args.pythonpath
+    lag_out = work / "lag.jsonl"
+    if args.lag:
+        env["PYTHONPATH"] = str(run.ROOT / "bench" / "lag")
+        env["MOECONNECT_LAG_OUT"] = str(lag_out)
     port = run.free_port()
     command = [str(run.BIN / "moeconnect"), "serve", "--port", str(port), "--workers", "1"]
     command += ["--log-level", "warning", "--db", f"sqlite:///{work / f'store-{count}.db'}"]
@@ -92,7 +127,9 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
             )
         before = thread_cpu(server.pid)
+        began = time.time()
         result, non2xx = run.wrk(port, requests, args.seconds, 32)
+        ended = time.time()
         after = thread_cpu(server.pid)
         sampler.join()
         if spy is not None:
@@ -108,6 +145,9 @@ def main() -> None:
             spent = ticks - before.get(tid, (name, 0))[1]
             if spent > 0:
                 print(f"  thread {tid} {name:16s} {spent * tick / answered:6.2f} µs/request")
+        if args.lag:
+            time.sleep(2.5)  # the probe writes its events every two seconds
+            report_lag(lag_out, began, ended)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
