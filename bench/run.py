@@ -290,8 +290,8 @@ def fill_cache(port: int, requests: Path, connections: int) -> None:
     name, so that what is measured next is the steady state.
 
     99.9 %: at 99 % up to 1,500 of the big store's 150,000 workspaces were first read during
-    the measured run, and three big runs in ten had a p99 over 200 ms (none in three at 99.9 %;
-    the cold reads are the likely cause, not proven).
+    the measured run. (Those cold reads were suspected of the big store's occasional p99 over
+    200 ms; they were not its cause, see docs/benchmarks.md items 37 and "What remains".)
     """
     distinct = sum(1 for _ in requests.open())
     deadline = time.monotonic() + 300

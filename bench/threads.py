@@ -83,8 +83,12 @@ def main() -> None:
     parser.add_argument("mode", choices=sorted(STORES))
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--py-spy", metavar="FILE", help="also record py-spy (raw) into FILE")
-    parser.add_argument("--pythonpath", metavar="DIR", help="PYTHONPATH for the server")
-    parser.add_argument("--lag", action="store_true", help="report what stopped the event loop")
+    # Each is a sitecustomize.py for the server, and only one of those is ever loaded.
+    server_path = parser.add_mutually_exclusive_group()
+    server_path.add_argument("--pythonpath", metavar="DIR", help="PYTHONPATH for the server")
+    server_path.add_argument(
+        "--lag", action="store_true", help="report what stopped the event loop"
+    )
     args = parser.parse_args()
 
     count = STORES[args.mode]
