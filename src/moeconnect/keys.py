@@ -25,10 +25,12 @@ __all__ = [
     "generate_token",
     "has_generated_format",
     "key_hint",
+    "looks_like_key",
     "new_id",
     "new_ids",
     "new_workspace_id",
     "new_workspace_ids",
+    "redact_keys",
     "validate_imported_key",
 ]
 
@@ -39,6 +41,9 @@ _RANDOM_LEN: Final = 32  # 32 × log2(62) ≈ 190.5 bits
 _CHECK_LEN: Final = 6  # 62**6 > 2**32, so any CRC32 fits
 _GENERATED = re.compile(
     r"^moe_(" + "|".join(SCOPES) + r")_[0-9A-Za-z]{" + str(_RANDOM_LEN + _CHECK_LEN) + "}$"
+)
+_ANYWHERE: Final = re.compile(
+    r"moe_(?:" + "|".join(SCOPES) + r")_[0-9A-Za-z]{" + str(_RANDOM_LEN + _CHECK_LEN) + "}"
 )
 _LOOKS_GENERATED = re.compile(r"^moe_(" + "|".join(SCOPES) + r")_")
 WORKSPACE_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -120,6 +125,31 @@ def checksum_ok(key: str) -> bool:
     if _GENERATED.match(key) is None:
         return False
     return secrets.compare_digest(_checksum(key[:-_CHECK_LEN]), key[-_CHECK_LEN:])
+
+
+def looks_like_key(value: str) -> bool:
+    """Whether ``value`` is a generated key (prefix and a valid checksum): a secret, whatever
+    field it arrived in, so it must never be stored or used as a name outside a digest."""
+    return value.startswith("moe_") and checksum_ok(value)
+
+
+def redact_keys(text: str) -> str:
+    """``text`` with every generated key inside it (prefix and valid checksum) replaced by
+    ``moe_<scope>_[redacted]``: for values a client sends that are stored or logged as they are
+    (a ``source``, a user agent), in case a key was pasted into the wrong field.
+
+    Random strings that merely look like keys keep their text: the checksum tells them apart.
+    """
+    if "moe_" not in text:
+        return text  # nearly always: no regex, no copy
+
+    def redact(match: re.Match[str]) -> str:
+        key = match.group(0)
+        if not checksum_ok(key):
+            return key
+        return key[: key.index("_", 4) + 1] + "[redacted]"
+
+    return _ANYWHERE.sub(redact, text)
 
 
 def key_hint(key: str) -> str:

@@ -166,3 +166,17 @@ def test_the_checksum_is_six_base62_digits_of_crc32(body: str) -> None:
     assert checksum_ok(key + _base62(zlib.crc32(key.encode()))) == bool(
         FORMAT.match(key + "000000")
     )
+
+
+def test_a_generated_key_is_recognised_and_redacted_wherever_it_sits() -> None:
+    from moeconnect.keys import looks_like_key, redact_keys
+
+    key = generate_key("data")
+    mistyped = key[:-1] + ("A" if key[-1] != "A" else "B")
+    assert looks_like_key(key)
+    assert not looks_like_key(mistyped)
+    assert not looks_like_key("ACME_PROD")
+    assert redact_keys(f"tool {key} v1") == "tool moe_data_[redacted] v1"
+    assert key not in redact_keys(f"{key}{key}")
+    assert redact_keys(mistyped) == mistyped  # random strings keep their text
+    assert redact_keys("segment") == "segment"
