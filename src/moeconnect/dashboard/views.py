@@ -8,6 +8,7 @@ session, a cookie or a URL, so reloading can't show it again.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..accounts import InvalidInput
+from ..http.bodies import DASHBOARD_MAX_BODY
 from ..keys import SCOPES
 from ..records import ApiKey, Workspace
 from ..runtime import Runtime
@@ -41,6 +43,9 @@ log = logging.getLogger("moeconnect.dashboard")
 
 PREFIX = "/dashboard"
 PAGE_SIZE = 50
+# Bounds on a form, beyond the body limit of moeconnect.http.bodies (Starlette's defaults are
+# 1,000 fields of 1 MB): the largest form here has three fields, and none takes a file.
+MAX_FORM_FIELDS = 16
 
 GRACE_CHOICES: dict[str, tuple[str, timedelta | None]] = {
     "none": ("None — the old key stops working now", None),
@@ -139,9 +144,22 @@ class Dashboard:
         return {
             "httponly": True,
             "samesite": "lax",
-            "secure": request.url.scheme == "https",
+            "secure": self._over_tls(request),
             "path": PREFIX,
         }
+
+    def _over_tls(self, request: Request) -> bool:
+        """Served over TLS: by this server, or by a TLS proxy among ``--trusted-proxy`` that says
+        so in ``X-Forwarded-Proto`` (the last value, the one the nearest proxy added; from any
+        other peer the header proves nothing)."""
+        if request.url.scheme == "https":
+            return True
+        values = request.headers.getlist("x-forwarded-proto")
+        if not values or request.client is None:
+            return False
+        if values[-1].rpartition(",")[2].strip().lower() != "https":
+            return False
+        return _trusted_peer(self.runtime.client_address.networks, request.client.host)
 
     def _problem(
         self, request: Request, status: int, title: str, message: str, session: Session | None
@@ -173,7 +191,7 @@ class Dashboard:
                         f"{PREFIX}/sign-in?" + urlencode({"next": target}), status_code=303
                     )
                 if request.method == "POST":
-                    form = await request.form()
+                    form = await _form(request)
                     if not self.signer.csrf_ok(session.session_id, form.get("csrf")):
                         return self._problem(
                             request,
@@ -227,7 +245,7 @@ class Dashboard:
         return response
 
     async def sign_in(self, request: Request) -> Response:
-        form = await request.form()
+        form = await _form(request)
         pre = request.cookies.get(SIGNIN_COOKIE)
         if not pre or not self.signer.csrf_ok(pre, form.get("csrf"), "signin"):
             return self._sign_in_form(
@@ -309,7 +327,7 @@ class Dashboard:
         )
 
     async def create_workspace(self, request: Request, session: Session) -> Response:
-        form = await request.form()
+        form = await _form(request)
         name, dc = _text(form, "name"), _text(form, "dc")
         try:
             workspace = await self.runtime.accounts.create_workspace(name, dc or "01")
@@ -375,7 +393,7 @@ class Dashboard:
     async def generate(self, request: Request, session: Session) -> Response:
         workspace = await self._workspace(request)
         scope = self._scope(request)
-        form = await request.form()
+        form = await _form(request)
         keys = await self.runtime.accounts.list_keys(workspace.id)
         tile = _tile(scope, keys, datetime.now(UTC))
         grace_choice = _text(form, "grace") or "none"
@@ -464,6 +482,21 @@ class Dashboard:
                 name="dashboard-static",
             ),
         ]
+
+
+async def _form(request: Request) -> FormData:
+    """The request's form, bounded in fields and size; no files."""
+    return await request.form(
+        max_files=0, max_fields=MAX_FORM_FIELDS, max_part_size=DASHBOARD_MAX_BODY
+    )
+
+
+def _trusted_peer(networks: tuple[Any, ...], host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 def _text(form: FormData, name: str) -> str:

@@ -28,6 +28,7 @@ from ..record_views import attempt_json, iso, key_json, summary_json, workspace_
 from ..records import OperatorToken
 from ..request_ids import request_id_from
 from ..store import Conflict, NotFound, Store, StoreError
+from .bodies import ADMIN_MAX_BODY
 from .responses import envelope, error_body
 
 __all__ = ["PREFIX", "AdminAPI"]
@@ -35,7 +36,7 @@ __all__ = ["PREFIX", "AdminAPI"]
 PREFIX = "/admin/v1"
 RETRY_AFTER = 5
 MAX_LIMIT = 1000
-MAX_BODY = 64 * 1024
+MAX_BODY = ADMIN_MAX_BODY  # enforced before a handler runs (.bodies); checked again here
 _RACE = "another key of this scope was stored at the same moment; list the keys, then retry"
 
 log = logging.getLogger("moeconnect.admin")
@@ -222,7 +223,10 @@ class AdminAPI:
             routes=[
                 Route(path, self._guarded(_by_method(handlers)), methods=list(handlers))
                 for path, handlers in by_path.items()
-            ]
+            ],
+            # A trailing slash is a 404 after authentication, never a redirect to a URL built
+            # from the client's Host header.
+            redirect_slashes=False,
         )
 
     @property

@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
@@ -29,12 +29,15 @@ from ..runtime import Runtime
 from ..store import StoreError
 from .admin import PREFIX as ADMIN_PREFIX
 from .admin import AdminAPI
+from .bodies import BodyLimit, BodyTooLarge, too_large_body
 from .endpoint import PATH, TestConnectionEndpoint
-from .responses import error_body
+from .responses import envelope, error_body
 
 __all__ = ["MoeconnectApp", "create_app"]
 
 log = logging.getLogger("moeconnect.http")
+
+_RAW_PATH = PATH.encode()
 
 
 def _error_response(
@@ -90,7 +93,8 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(request.app.state.openapi)
 
 
-async def _not_found(request: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's HTTP errors in the envelope, each with its own status (a 400 stays a 400)."""
     status = getattr(exc, "status_code", 404)
     if status == 405:
         allowed = (getattr(exc, "headers", None) or {}).get("Allow", "GET")
@@ -101,7 +105,32 @@ async def _not_found(request: Request, exc: Exception) -> Response:
             method=request.method[:16],
             allowed=allowed,
         )
-    return _error_response("NOT_FOUND", 404)
+    if isinstance(exc, BodyTooLarge):
+        request_id = new_request_id()
+        return Response(
+            too_large_body(exc.limit, request_id),
+            status_code=413,
+            media_type="application/json",
+            headers={"cache-control": "no-store", "x-request-id": request_id},
+        )
+    if status == 404 or not 400 <= status < 500:
+        return _error_response("NOT_FOUND", 404)
+    # Starlette's form parser (too many fields, a part too large, a broken multipart body).
+    detail = str(getattr(exc, "detail", "") or "The request can't be read.")[:200]
+    request_id = new_request_id()
+    return Response(
+        envelope("VALIDATION_ERROR", detail, request_id),
+        status_code=status,
+        media_type="application/json",
+        headers={"cache-control": "no-store", "x-request-id": request_id},
+    )
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """A client that closed its connection mid-body is not an error: nothing to log, and the
+    answer goes nowhere."""
+    log.debug("client disconnected before its request body arrived")
+    return Response(status_code=400)
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
@@ -150,17 +179,35 @@ class MoeconnectApp:
                 Mount(ADMIN_PREFIX, app=AdminAPI(runtime.accounts)),
                 *dashboard_routes(runtime),
             ],
-            exception_handlers={HTTPException: _not_found, Exception: _internal},
+            exception_handlers={
+                HTTPException: _http_error,
+                ClientDisconnect: _client_gone,
+                Exception: _internal,
+            },
             lifespan=lifespan,
         )
+        # A path with a slash too many or too few is a 404, never a redirect: Starlette would
+        # build the redirect's URL from the client's own Host header, before authentication.
+        self.starlette.router.redirect_slashes = False
         self.starlette.state.runtime = runtime
         self.starlette.state.openapi = openapi_document()
+        self.others = BodyLimit(self.starlette)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == PATH:
+        # On the path as it was sent: /v1/integrations%2Fauthentication is another path (a proxy
+        # rule written for the literal one must not be bypassed by encoding a slash).
+        if (
+            scope["type"] == "http"
+            and scope["path"] == PATH
+            and scope.get("raw_path", _RAW_PATH) == _RAW_PATH
+        ):
             await self.endpoint(scope, receive, send)
+        elif scope["type"] == "http" and b"%2f" in (scope.get("raw_path") or b"").lower():
+            # Nothing served here has a slash inside a path segment; Starlette routes on the
+            # decoded path, where an encoded slash would pass for a separator.
+            await _error_response("NOT_FOUND", 404)(scope, receive, send)
         else:
-            await self.starlette(scope, receive, send)
+            await self.others(scope, receive, send)
 
 
 def _tune_garbage_collector() -> None:
