@@ -22,10 +22,9 @@ asked ``Expect: 100-continue`` nothing is drained: it has sent no body and will 
 
 from __future__ import annotations
 
-import time
+import asyncio
 from typing import Any
 
-import anyio
 from starlette.exceptions import HTTPException
 
 from ..request_ids import request_id_from
@@ -145,15 +144,17 @@ class _Guard:
     async def _drain(self) -> None:
         """Read and drop what the client is still sending, within the drain budget."""
         budget = DRAIN_BYTES
-        deadline = time.monotonic() + DRAIN_SECONDS
-        with anyio.move_on_after(DRAIN_SECONDS):
-            while budget > 0 and time.monotonic() < deadline:
-                message = await self._receive()
-                if message["type"] != "http.request":
-                    return
-                budget -= len(message.get("body", b""))
-                if not message.get("more_body", False):
-                    return
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                while budget > 0:
+                    message = await self._receive()
+                    if message["type"] != "http.request":
+                        return
+                    budget -= len(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        return
+        except TimeoutError:
+            pass
 
 
 class BodyLimit:
