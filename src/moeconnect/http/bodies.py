@@ -16,8 +16,9 @@ Either way the answer is 413 ``PAYLOAD_TOO_LARGE`` in the JSON error envelope wi
 ``Connection: close``. Before closing, up to :data:`DRAIN_BYTES` more of the body are read and
 thrown away, for at most :data:`DRAIN_SECONDS`: closing a socket with unread data sends a reset,
 and a client still writing a slightly oversized body would then see "connection reset" instead
-of the 413 (a "lingering close", as nginx and Apache do). Nothing drained is kept. When the client
-asked ``Expect: 100-continue`` nothing is drained: it has sent no body and will send none.
+of the 413 (a "lingering close", as nginx and Apache do). Nothing drained is kept. A client that
+asked ``Expect: 100-continue`` and was refused before ``100 Continue`` went out has sent no body
+and will send none: nothing is drained.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ class _Guard:
         if self.over:  # a handler that caught BodyTooLarge and read on
             raise BodyTooLarge(self.limit)
         message: Message = await self._receive()
+        self.drain = True  # "100 Continue" has gone out, if it was asked for: a body comes
         if message["type"] == "http.request":
             self.size += len(message.get("body", b""))
             if self.size > self.limit:
