@@ -17,8 +17,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -226,3 +228,55 @@ def test_the_admin_api_and_the_dashboard_refuse_control_characters_in_names(
         )
         assert refused.status_code == 400
         assert "may not contain control characters (U+001B at position 3)" in refused.text
+
+
+# -- moeconnect check: what a server answers is shown escaped ------------------------------------
+
+
+class _Hostile(BaseHTTPRequestHandler):
+    """A "Test Connection API" whose answer carries terminal escapes in its code and message."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = json.dumps(
+            {"status": "fail", "error": {"code": "X\x1b[2J", "message": EVIL, "type": "t"}}
+        ).encode()
+        self.send_response(401)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_check_escapes_what_the_server_answers() -> None:
+    hostile = ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
+    thread = threading.Thread(target=hostile.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base_url = f"http://127.0.0.1:{hostile.server_address[1]}"
+        for extra in ([], ["--json"]):
+            result = CliRunner().invoke(
+                cli,
+                [
+                    "check",
+                    "--workspace-id",
+                    "W1",
+                    "--base-url",
+                    base_url,
+                    "--timeout",
+                    "10",
+                    *extra,
+                ],
+                env={"MOE_DATA_API_KEY": "not-a-generated-key"},
+            )
+            assert result.exit_code == 2, result.output
+            raw = sorted({f"U+{ord(c):04X}" for c in RAW.findall(result.stdout + result.stderr)})
+            assert not raw, (raw, result.stdout)
+            assert r"\x1b]0;pwned" in result.stdout or "\\u001b]0;pwned" in result.stdout
+    finally:
+        hostile.shutdown()
+        hostile.server_close()
+        thread.join(10)
