@@ -26,8 +26,9 @@ from .keys import (
 )
 from .records import ApiKey, OperatorToken, RotationResult, Workspace
 from .store import Store
+from .text import excerpt, first_unsafe
 
-__all__ = ["Accounts", "InvalidInput", "NewKey", "NewToken"]
+__all__ = ["Accounts", "InvalidInput", "NewKey", "NewToken", "check_name"]
 
 
 class InvalidInput(ValueError):
@@ -56,14 +57,26 @@ class NewToken:
 
 def _check_scope(scope: str) -> str:
     if scope not in SCOPES:
-        raise InvalidInput(f"unknown scope {scope!r}; use one of {', '.join(SCOPES)}")
+        raise InvalidInput(f"unknown scope {excerpt(scope)}; use one of {', '.join(SCOPES)}")
     return scope
 
 
-def _check_name(name: str) -> str:
+def check_name(name: str, what: str = "workspace") -> str:
+    """A name as stored: trimmed, 1 to 100 characters, and nothing a terminal would act on.
+
+    Names are printed by the CLI, shown in the dashboard and returned as ``app_name``; control
+    and format characters (ESC, BEL, newlines, bidi overrides; :mod:`moeconnect.text`) are
+    refused rather than stripped, so what the operator typed is what is stored.
+    """
+    if (found := first_unsafe(name)) is not None:
+        position, char = found
+        raise InvalidInput(
+            f"a {what} name may not contain control characters "
+            f"(U+{ord(char):04X} at position {position + 1})"
+        )
     name = name.strip()
     if not 1 <= len(name) <= 100:
-        raise InvalidInput("a workspace name must be 1 to 100 characters long")
+        raise InvalidInput(f"a {what} name must be 1 to 100 characters long")
     return name
 
 
@@ -86,7 +99,7 @@ class Accounts:
         canonical = normalise_region(dc, self.known_dcs)
         if canonical is None:
             raise InvalidInput(
-                f"unknown data center {dc!r}; use one of {', '.join(self.known_dcs)}"
+                f"unknown data center {excerpt(dc)}; use one of {', '.join(self.known_dcs)}"
             )
         return canonical
 
@@ -98,11 +111,11 @@ class Accounts:
                 "a workspace ID must be 1 to 64 characters of letters, digits, '_' and '-'"
             )
         return await self.store.create_workspace(
-            workspace_id or new_workspace_id(), _check_name(name), self.check_dc(dc)
+            workspace_id or new_workspace_id(), check_name(name), self.check_dc(dc)
         )
 
     async def rename_workspace(self, workspace_id: str, name: str) -> Workspace:
-        return await self.store.rename_workspace(workspace_id, _check_name(name))
+        return await self.store.rename_workspace(workspace_id, check_name(name))
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -157,9 +170,7 @@ class Accounts:
     # -- operator tokens ----------------------------------------------------------------------
 
     async def create_token(self, name: str) -> NewToken:
-        name = name.strip()
-        if not 1 <= len(name) <= 100:
-            raise InvalidInput("a token name must be 1 to 100 characters long")
+        name = check_name(name, "token")
         token = generate_token()
         record = await self.store.create_token(
             name, token_digest(self._secret, token), key_hint(token)

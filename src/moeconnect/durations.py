@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+from .text import excerpt
+
 __all__ = ["MAX_GRACE", "format_duration", "parse_duration"]
 
 MAX_GRACE = timedelta(days=30)
@@ -24,7 +26,9 @@ def parse_duration(text: str) -> timedelta:
         total += float(match.group(1)) * _UNITS[match.group(2).lower()]
         pos = match.end()
     if pos == 0 or cleaned[pos:].strip():
-        raise ValueError(f"can't read {text!r} as a duration; write it like 90s, 15m, 24h or 7d")
+        raise ValueError(
+            f"can't read {excerpt(text)} as a duration; write it like 90s, 15m, 24h or 7d"
+        )
     return _seconds(total, text)
 
 
@@ -32,7 +36,7 @@ def _seconds(total: float, text: str) -> timedelta:
     try:
         return timedelta(seconds=total)
     except OverflowError:  # beyond timedelta's ~2.7 million years: an input error like any other
-        raise ValueError(f"{text!r} is too long a duration") from None
+        raise ValueError(f"{excerpt(text)} is too long a duration") from None
 
 
 def format_duration(delta: timedelta) -> str:

@@ -2,6 +2,10 @@
 
 Pure data. The HTTP layer only renders these; the check table only chooses among them. Messages
 are one sentence a person can act on; templates take keyword arguments named in ``{braces}``.
+A value quoted from a client goes through :func:`moeconnect.text.excerpt` (at most 64 characters,
+escaped) where the message is made; :func:`render_message` also cuts any text parameter at
+:data:`MAX_PARAM` characters and escapes its control characters, so no input of any length comes
+back whole.
 """
 
 from __future__ import annotations
@@ -9,7 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["CATALOGUE", "STALE_SUCCESS", "SUCCESS", "ErrorSpec", "render_message"]
+from .text import printable
+
+__all__ = ["CATALOGUE", "MAX_PARAM", "STALE_SUCCESS", "SUCCESS", "ErrorSpec", "render_message"]
+
+# The longest text a message template takes as one parameter (a whole sentence, for
+# VALIDATION_ERROR's ``{detail}``): a backstop, as values are cut where they are quoted.
+MAX_PARAM: Final = 512
 
 SUCCESS: Final = "SUCCESS"
 STALE_SUCCESS: Final = "SUCCESS_STALE_KEY"
@@ -214,6 +224,17 @@ class _Default(dict[str, object]):
         return "?"
 
 
+def _bounded(value: object) -> object:
+    if type(value) is not str or (len(value) <= MAX_PARAM and value.isprintable()):
+        return value
+    return printable(value[:MAX_PARAM]) + ("…" if len(value) > MAX_PARAM else "")
+
+
 def render_message(code: str, **params: object) -> str:
-    """The catalogue message for ``code`` with ``params`` filled in (missing ones as ``?``)."""
+    """The catalogue message for ``code`` with ``params`` filled in (missing ones as ``?``),
+    each text parameter at most :data:`MAX_PARAM` characters, control characters escaped."""
+    for value in params.values():
+        if type(value) is str and (len(value) > MAX_PARAM or not value.isprintable()):
+            params = {name: _bounded(other) for name, other in params.items()}
+            break
     return CATALOGUE[code].message.format_map(_Default(params))

@@ -1,4 +1,11 @@
-"""What every command shares: ``--db``, ``--json``, running the store, and friendly errors."""
+"""What every command shares: ``--db``, ``--json``, running the store, and friendly errors.
+
+Everything a command prints that came from the store or a client (names, sources, user agents,
+messages) goes through :func:`moeconnect.text.printable` (human output) or
+:func:`moeconnect.text.json_printable` (``--json``), here in :func:`fail`, :func:`emit_json` and
+:func:`print_table`, and via :func:`shown` for the rest: a value never writes ESC, BEL or any
+other control character to the operator's terminal, nor breaks a table row with a newline.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from ..accounts import Accounts, InvalidInput
 from ..config import DEFAULT_DB, ConfigError, load_secret
 from ..record_views import iso
 from ..store import Conflict, NotFound, Store, StoreUnavailable, open_store
+from ..text import json_printable, printable
 
 __all__ = [
     "db_option",
@@ -25,6 +33,7 @@ __all__ = [
     "print_table",
     "read_secret",
     "run",
+    "shown",
     "with_accounts",
 ]
 
@@ -43,9 +52,14 @@ json_option = click.option(
 )
 
 
+def shown(value: object) -> str:
+    """``value`` as text for a terminal: control and format characters escaped."""
+    return printable("" if value is None else str(value))
+
+
 def fail(message: str, code: int = 1) -> None:
-    """Print ``Error: message`` to stderr and exit non-zero."""
-    click.echo(f"Error: {message}", err=True)
+    """Print ``Error: message`` to stderr (escaped: it may quote a stored name) and exit."""
+    click.echo(f"Error: {printable(message)}", err=True)
     sys.exit(code)
 
 
@@ -91,11 +105,13 @@ def with_accounts(db_url: str, action: Callable[[Accounts], Awaitable[T]]) -> T:
 
 
 def emit_json(document: Any) -> None:
-    click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+    """One JSON document; DEL, C1 and bidi controls escaped too (orjson escapes only C0)."""
+    click.echo(json_printable(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()))
 
 
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    table = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    """Aligned columns; every cell escaped, so a newline in a value can't start a new row."""
+    table = [[str(h) for h in headers]] + [[shown(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     for i, row in enumerate(table):
         click.echo("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip())

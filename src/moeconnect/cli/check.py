@@ -24,7 +24,7 @@ import httpx
 from ..client import Client, ConnectionResult
 from ..dcs import DEFAULT_DCS, endpoint_for, normalise_region
 from ..keys import checksum_ok, has_generated_format
-from ._common import emit_json, json_option, read_secret
+from ._common import emit_json, json_option, read_secret, shown
 
 __all__ = ["EXIT_CODES", "check", "diagnose"]
 
@@ -413,10 +413,10 @@ def _print(diag: Diagnosis) -> None:
     for step in diag.steps:
         mark = click.style("✓", fg="green") if step.ok else click.style("✗", fg="red")
         timing = f"  ({step.ms:g} ms)" if step.ms is not None else ""
-        click.echo(f"{mark} {step.name:<7}{step.detail}{timing}")
+        click.echo(f"{mark} {step.name:<7}{shown(step.detail)}{timing}")
     if diag.fix:
         label = "Fix:" if diag.exit_code else "Note:"
-        click.echo(f"\n{label} {diag.fix}")
+        click.echo(f"\n{label} {shown(diag.fix)}")
     elif diag.exit_code == OK:
         click.echo("\nConnection works.")
 

@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..store import Store, open_store
-from ._common import db_option, emit_json, json_option, run
+from ._common import db_option, emit_json, json_option, run, shown
 
 __all__ = ["db"]
 
@@ -35,7 +35,7 @@ def upgrade(db_url: str, as_json: bool) -> None:
     if as_json:
         emit_json({"db": url, "migrated": True})
     else:
-        click.echo(f"{url} is up to date.")
+        click.echo(f"{shown(url)} is up to date.")
 
 
 @db.command("check")
@@ -57,7 +57,7 @@ def check(db_url: str, as_json: bool) -> None:
         emit_json({"ok": not problems, "problems": problems})
     elif problems:
         for problem in problems:
-            click.echo(f"problem: {problem}", err=True)
+            click.echo(f"problem: {shown(problem)}", err=True)
     else:
         click.echo("The store is sound.")
     if problems:

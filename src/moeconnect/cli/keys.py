@@ -19,6 +19,7 @@ from ._common import (
     json_option,
     print_table,
     read_secret,
+    shown,
     with_accounts,
 )
 
@@ -115,7 +116,7 @@ def import_(workspace_id: str, scope: str, grace: str | None, db_url: str, as_js
             }
         )
         return
-    click.echo(f"Imported {scope} key …{rotation.key.hint} as {rotation.key.id}.")
+    click.echo(f"Imported {scope} key …{shown(rotation.key.hint)} as {rotation.key.id}.")
     if note := _rotation_text(rotation):
         click.echo(note)
 
@@ -135,9 +136,9 @@ def revoke(workspace_id: str, scope: str, db_url: str, as_json: bool) -> None:
     if as_json:
         emit_json({"workspace_id": workspace_id, "scope": scope, "revoked": count})
     elif count:
-        click.echo(f"Revoked {count} {scope} key(s) of {workspace_id}.")
+        click.echo(f"Revoked {count} {scope} key(s) of {shown(workspace_id)}.")
     else:
-        click.echo(f"{workspace_id} had no working {scope} key; nothing to revoke.")
+        click.echo(f"{shown(workspace_id)} had no working {scope} key; nothing to revoke.")
 
 
 @key.command("list")

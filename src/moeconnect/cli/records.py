@@ -11,7 +11,16 @@ from ..durations import parse_duration
 from ..record_views import attempt_json, summary_json
 from ..store import NotFound
 from ..store.base import AttemptRow, SourceSummary
-from ._common import db_option, emit_json, fail, iso, json_option, print_table, with_accounts
+from ._common import (
+    db_option,
+    emit_json,
+    fail,
+    iso,
+    json_option,
+    print_table,
+    shown,
+    with_accounts,
+)
 
 __all__ = ["log", "sources"]
 
@@ -78,7 +87,7 @@ def log(
         emit_json({"workspace_id": workspace_id, "attempts": [attempt_json(r) for r in rows]})
         return
     if not rows:
-        click.echo(f"No connection attempts recorded for {workspace_id} with these filters.")
+        click.echo(f"No connection attempts recorded for {shown(workspace_id)} with these filters.")
         return
     print_table(
         ["TIME", "SOURCE", "OUTCOME", "COUNT", "KEY ID", "CLIENT IP", "REQUEST ID"],
@@ -113,7 +122,7 @@ def sources(workspace_id: str, db_url: str, as_json: bool) -> None:
         emit_json({"workspace_id": workspace_id, "sources": [summary_json(s) for s in items]})
         return
     if not items:
-        click.echo(f"No connection attempts recorded for {workspace_id} yet.")
+        click.echo(f"No connection attempts recorded for {shown(workspace_id)} yet.")
         return
     print_table(
         ["SOURCE", "LAST SEEN", "LAST SUCCESS", "LAST FAILURE", "ATTEMPTS", "BY OUTCOME"],
@@ -138,7 +147,8 @@ def sources(workspace_id: str, db_url: str, as_json: bool) -> None:
                 else f"stopped working at {iso(ends)}"
             )
             click.echo(
-                f"Warning: {s.source or '(none)'} still uses replaced key {s.replaced_key_id}, "
+                f"Warning: {shown(s.source or '(none)')} still uses replaced key "
+                f"{shown(s.replaced_key_id)}, "
                 f"which {when}; give it the current key.",
                 err=True,
             )

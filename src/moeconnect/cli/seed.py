@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..accounts import Accounts
-from ._common import db_option, emit_json, fail, json_option, with_accounts
+from ._common import db_option, emit_json, fail, json_option, shown, with_accounts
 
 __all__ = ["seed"]
 
@@ -72,4 +72,4 @@ def seed(count: int, dc: str, credentials_out: Path, db_url: str, as_json: bool)
     if as_json:
         emit_json({"workspaces": created, "dc": dc, "credentials_out": str(credentials_out)})
     elif show_progress:  # quiet when not on a terminal
-        click.echo(f"Created {created} workspaces; credentials in {credentials_out}.")
+        click.echo(f"Created {created} workspaces; credentials in {shown(credentials_out)}.")

@@ -6,7 +6,7 @@ import click
 
 from ..accounts import Accounts, NewToken
 from ..records import OperatorToken
-from ._common import db_option, emit_json, iso, json_option, print_table, with_accounts
+from ._common import db_option, emit_json, iso, json_option, print_table, shown, with_accounts
 
 __all__ = ["token"]
 
@@ -78,4 +78,4 @@ def revoke(token_id_or_name: str, db_url: str, as_json: bool) -> None:
     if as_json:
         emit_json(token_json(item))
     else:
-        click.echo(f"Revoked token {item.id} ({item.name}).")
+        click.echo(f"Revoked token {item.id} ({shown(item.name)}).")

@@ -9,7 +9,16 @@ import click
 from ..accounts import Accounts
 from ..record_views import workspace_json
 from ..records import Workspace
-from ._common import db_option, emit_json, iso, json_option, print_table, with_accounts
+from ._common import (
+    db_option,
+    emit_json,
+    fail,
+    iso,
+    json_option,
+    print_table,
+    shown,
+    with_accounts,
+)
 
 __all__ = ["workspace", "workspace_json"]
 
@@ -25,7 +34,7 @@ def _show(ws: Workspace, as_json: bool) -> None:
         ("Status", ws.status),
         ("Created", iso(ws.created_at)),
     ):
-        click.echo(f"{label + ':':14} {value}")
+        click.echo(f"{label + ':':14} {shown(value)}")
 
 
 @click.group()
@@ -49,7 +58,7 @@ def create(name: str, dc: str, workspace_id: str | None, db_url: str, as_json: b
     if as_json:
         emit_json({"workspace_id": ws.id, "name": ws.name, "dc": ws.dc, "status": ws.status})
     else:
-        click.echo(ws.id)
+        click.echo(shown(ws.id))
 
 
 @workspace.command("list")
@@ -88,12 +97,8 @@ def show(workspace_id: str, db_url: str, as_json: bool) -> None:
 
     ws = with_accounts(db_url, action)
     if ws is None:
-        click.echo(
-            f"Error: no workspace has ID {workspace_id}; list them with "
-            "`moeconnect workspace list`.",
-            err=True,
-        )
-        sys.exit(1)
+        fail(f"no workspace has ID {workspace_id}; list them with `moeconnect workspace list`.")
+        return
     _show(ws, as_json)
 
 
@@ -135,7 +140,9 @@ _status_command("resume", "active", "Resume a suspended workspace.")
 def delete(workspace_id: str, yes: bool, db_url: str, as_json: bool) -> None:
     """Delete a workspace and all its keys."""
     if not yes and sys.stdin.isatty():
-        click.confirm(f"Delete workspace {workspace_id} and all its keys?", abort=True, err=True)
+        click.confirm(
+            f"Delete workspace {shown(workspace_id)} and all its keys?", abort=True, err=True
+        )
 
     async def action(accounts: Accounts) -> None:
         await accounts.store.delete_workspace(workspace_id)
@@ -144,4 +151,4 @@ def delete(workspace_id: str, yes: bool, db_url: str, as_json: bool) -> None:
     if as_json:
         emit_json({"workspace_id": workspace_id, "deleted": True})
     else:
-        click.echo(f"Deleted workspace {workspace_id}.")
+        click.echo(f"Deleted workspace {shown(workspace_id)}.")

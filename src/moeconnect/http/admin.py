@@ -28,6 +28,7 @@ from ..record_views import attempt_json, iso, key_json, summary_json, workspace_
 from ..records import OperatorToken
 from ..request_ids import request_id_from
 from ..store import Conflict, NotFound, Store, StoreError
+from ..text import excerpt
 from .bodies import ADMIN_MAX_BODY
 from .responses import envelope, error_body
 
@@ -115,7 +116,8 @@ def _only(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(body) - set(allowed))
     if unknown:
         raise _Invalid(
-            f"Unknown field {unknown[0]!r}; this request takes {', '.join(allowed) or 'no fields'}."
+            f"Unknown field {excerpt(unknown[0])}; this request takes "
+            f"{', '.join(allowed) or 'no fields'}."
         )
 
 
@@ -135,7 +137,7 @@ def _string(
 def _scope(value: str | None) -> str:
     scope = value or "data"
     if scope not in SCOPES:
-        raise _Invalid(f"Unknown scope {scope!r}; use one of {', '.join(SCOPES)}.")
+        raise _Invalid(f"Unknown scope {excerpt(scope)}; use one of {', '.join(SCOPES)}.")
     return scope
 
 
