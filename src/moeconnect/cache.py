@@ -152,6 +152,14 @@ class ChangeWatcher:
     The feed's IDs can commit out of order on PostgreSQL, so each poll re-reads a small window
     below the newest ID seen and remembers which IDs it already applied.
 
+    A restored or recreated store rewrites the feed under a running server: its IDs start lower
+    again, and changes made after the restore reuse IDs this watcher already applied. Each poll
+    therefore checks that it still reads the same feed: the store's ``epoch`` is the one it saw
+    (a recreated store, or another's backup, has another), and the change it applied last is
+    still there, unchanged (the window re-read always covers it; a backup of this very store
+    lacks it, or holds a different change under its ID). When either fails, every cached entry
+    is dropped and the watcher starts over from the feed's current end (:meth:`_start_over`).
+
     Besides the regular poll, :meth:`caught_up` polls on demand: the endpoint asks it before it
     trusts a *failure* found in the cache, because a key or workspace written by another process
     a moment ago must work at once. Concurrent callers share one poll.
@@ -164,6 +172,11 @@ class ChangeWatcher:
         self.cache = cache
         self.interval = interval
         self.last_id = 0
+        # The feed this watcher follows: the store's epoch and the stamp of change ``last_id``
+        # (None until a poll has read them).
+        self.epoch: str | None = None
+        self.last_stamp: object = None
+        self.restarts = 0
         self._seen: deque[int] = deque(maxlen=4096)
         self._seen_set: set[int] = set()
         self._task: asyncio.Task[None] | None = None
@@ -203,18 +216,61 @@ class ChangeWatcher:
     async def poll_once(self) -> int:
         """Apply new changes; returns how many workspaces were invalidated."""
         started = time.monotonic()
-        changes = await self.store.changes_since(max(0, self.last_id - self.WINDOW))
+        page = await self.store.read_feed(max(0, self.last_id - self.WINDOW))
+        rows = page.rows
+        if (why := self._rewritten(page.epoch, rows)) is not None:
+            self._start_over(why, page.epoch, rows)
+            if len(rows) >= CHANGES_PAGE:  # the feed's end is further: find it
+                self.last_id = await self.store.last_change_id()
+                self.last_stamp = None
         applied = 0
-        for change_id, workspace_id in changes:
+        for change_id, workspace_id, stamp in rows:
             if self._remember(change_id):
                 self.cache.invalidate(workspace_id)
                 applied += 1
-            self.last_id = max(self.last_id, change_id)
+            if change_id >= self.last_id:
+                self.last_id, self.last_stamp = change_id, stamp
+        self.epoch = page.epoch
         self.last_poll = time.monotonic()
-        if len(changes) < CHANGES_PAGE:  # a full page: more are waiting, nothing is confirmed
+        if len(rows) < CHANGES_PAGE:  # a full page: more are waiting, nothing is confirmed
             self.synced_from = max(self.synced_from, started)
             self.cache.confirm(started)
         return applied
+
+    def _rewritten(self, epoch: str | None, rows: list[tuple[int, str, object]]) -> str | None:
+        """Why the feed read is not the one this watcher followed (None: it is)."""
+        if self.epoch is not None and epoch != self.epoch:
+            return "the store's epoch changed (a recreated store, or another store's backup)"
+        if self.last_id <= 0:
+            return None
+        # The rows are in ID order and start at most WINDOW below last_id: it is among the
+        # first WINDOW + 1, when it is there at all.
+        for change_id, _, stamp in rows[: self.WINDOW + 1]:
+            if change_id == self.last_id:
+                if self.last_stamp is not None and stamp != self.last_stamp:
+                    return f"change {change_id} is not the one applied (a restored backup)"
+                return None
+            if change_id > self.last_id:
+                break
+        return f"change {self.last_id}, applied already, is gone (a restored or recreated store)"
+
+    def _start_over(self, why: str, epoch: str | None, rows: list[tuple[int, str, object]]) -> None:
+        """Drop every cached entry and follow the feed as it now is, from its current end.
+
+        Whatever the cache holds may come from the store as it was; what it read since the
+        restore is dropped too (the cache refuses entries read before the clear). The rows of
+        this poll are taken as applied: the cache they would invalidate is empty.
+        """
+        log.warning("%s: every cached credential dropped, the change feed followed afresh", why)
+        self.cache.clear()
+        self._seen.clear()
+        self._seen_set.clear()
+        self.restarts += 1
+        self.epoch = epoch
+        self.last_id, self.last_stamp = 0, None
+        for change_id, _, stamp in rows:
+            self._remember(change_id)
+            self.last_id, self.last_stamp = change_id, stamp
 
     async def caught_up(self, since: float) -> bool:
         """Wait until a poll that started at or after ``since`` (monotonic) has been applied.

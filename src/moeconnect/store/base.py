@@ -29,6 +29,7 @@ __all__ = [
     "AttemptRow",
     "Change",
     "Conflict",
+    "FeedPage",
     "NotFound",
     "SourceSummary",
     "Store",
@@ -58,6 +59,21 @@ class Conflict(StoreError):
 
 
 Change = tuple[int, str]  # (change id, workspace id)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    """One read of the change feed, and what tells this store's feed from another's.
+
+    ``epoch`` is the store's identity (``store_identity``, random, written when the store was
+    created; None if that row is missing). ``rows`` are ``(change id, workspace id, stamp)`` in
+    ID order, ``stamp`` being the row's ``at`` as the driver returns it: the same row read twice
+    gives equal stamps, so a row that now has another stamp is another change under a reused
+    ID (a restored backup). Compare stamps only for equality, within one process.
+    """
+
+    epoch: str | None
+    rows: list[tuple[int, str, object]]
 
 
 # -- connection record (issue 3) -----------------------------------------------------------------
@@ -187,6 +203,11 @@ class Store(Protocol):
     # Change feed
     async def changes_since(self, after_id: int) -> list[Change]:
         """The oldest changes after ``after_id``, in ID order, at most :data:`CHANGES_PAGE`."""
+        ...
+
+    async def read_feed(self, after_id: int) -> FeedPage:
+        """The store's epoch and the oldest changes after ``after_id`` (as :meth:`changes_since`),
+        read together: what :class:`~moeconnect.cache.ChangeWatcher` polls."""
         ...
 
     async def last_change_id(self) -> int: ...

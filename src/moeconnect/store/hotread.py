@@ -18,7 +18,7 @@ from sys import intern
 from typing import Any, Protocol, cast
 
 from ..records import CredentialKey, KeyState, WorkspaceCredentials
-from .base import StoreUnavailable
+from .base import FeedPage, StoreUnavailable
 from .sqlite_connection import SQLiteThread
 from .urls import DatabaseURL
 
@@ -30,6 +30,13 @@ _COLUMNS = (
     "w.id, w.name, w.dc, w.status, k.id, k.digest, k.state, k.ended_at, k.ended_how, k.created_at"
 )
 _CHANGES = "SELECT id, workspace_id FROM changes WHERE id > {after} ORDER BY id LIMIT {limit}"
+# The store's epoch (as change 0: real IDs start at 1) and the changes after ``after``, in one
+# statement, so both come from one snapshot and one round trip.
+_FEED = (
+    "SELECT 0, epoch, NULL FROM store_identity UNION ALL SELECT * FROM ("
+    "SELECT id, workspace_id, at FROM changes WHERE id > {after} ORDER BY id LIMIT {limit}"
+    ") AS c ORDER BY 1"
+)
 _FROM = (
     "FROM workspaces w LEFT JOIN api_keys k ON k.workspace_id = w.id AND k.scope = {scope} "
     "WHERE w.id IN ({ids})"
@@ -94,6 +101,7 @@ def group(rows: Iterable[Row], asked: Iterable[str] = ()) -> dict[str, Workspace
 class _Fetcher(Protocol):
     async def __call__(self, ids: list[str], scope: str) -> list[Row]: ...
     async def changes(self, after_id: int, limit: int) -> list[Row]: ...
+    async def feed(self, after_id: int, limit: int) -> list[Row]: ...
 
 
 class CredentialReader:
@@ -107,6 +115,18 @@ class CredentialReader:
     async def changes_since(self, after_id: int, limit: int) -> list[tuple[int, str]]:
         """(change ID, workspace ID) of the oldest ``limit`` changes after ``after_id``."""
         return [(int(r[0]), str(r[1])) for r in await self._fetch_many.changes(after_id, limit)]
+
+    async def read_feed(self, after_id: int, limit: int) -> FeedPage:
+        """The store's epoch and (change ID, workspace ID, stamp) of the oldest ``limit``
+        changes after ``after_id``."""
+        epoch: str | None = None
+        rows: list[tuple[int, str, object]] = []
+        for change_id, text, stamp in await self._fetch_many.feed(after_id, limit):
+            if change_id == 0:
+                epoch = epoch or str(text)
+            else:
+                rows.append((int(change_id), str(text), stamp))
+        return FeedPage(epoch, rows)
 
     async def credentials(
         self, workspace_id: str, scope: str = "data"
@@ -169,6 +189,9 @@ class _SQLiteFetcher:
     async def changes(self, after_id: int, limit: int) -> list[Row]:
         return await self._thread.query(_CHANGES.format(after="?", limit="?"), (after_id, limit))
 
+    async def feed(self, after_id: int, limit: int) -> list[Row]:
+        return await self._thread.query(_FEED.format(after="?", limit="?"), (after_id, limit))
+
     async def close(self) -> None:
         await self._thread.close()
 
@@ -178,6 +201,7 @@ class _PostgresFetcher:
 
     SQL = f"SELECT {_COLUMNS} " + _FROM.format(scope="$1", ids="SELECT unnest($2::text[])")
     CHANGES = _CHANGES.format(after="$1", limit="$2")
+    FEED = _FEED.format(after="$1", limit="$2")
 
     def __init__(self, db: DatabaseURL) -> None:
         self.dsn = db.sync_url
@@ -210,6 +234,9 @@ class _PostgresFetcher:
 
     async def changes(self, after_id: int, limit: int) -> list[Row]:
         return await self._run(self.CHANGES, after_id, limit)
+
+    async def feed(self, after_id: int, limit: int) -> list[Row]:
+        return await self._run(self.FEED, after_id, limit)
 
     async def close(self) -> None:
         if self._pool is not None:

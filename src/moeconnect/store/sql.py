@@ -41,6 +41,7 @@ from .base import (
     AttemptRow,
     Change,
     Conflict,
+    FeedPage,
     NotFound,
     SourceSummary,
     StoreUnavailable,
@@ -863,6 +864,10 @@ class SQLStore:
         # Polled often (and on demand, by refused keys): the hot reader's lean road, which also
         # refuses a replaced or missing SQLite file.
         return await self._reader.changes_since(after_id, CHANGES_PAGE)
+
+    async def read_feed(self, after_id: int) -> FeedPage:
+        # The watcher's poll: the hot reader's road, like changes_since.
+        return await self._reader.read_feed(after_id, CHANGES_PAGE)
 
     async def last_change_id(self) -> int:
         async with self._conn() as conn:
