@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from .instants import Instants
 from .records import WorkspaceCredentials
 from .store import Store, StoreError
-from .store.base import CHANGES_PAGE
+from .store.base import CHANGES_PAGE, FeedPage
 
 __all__ = ["ChangeWatcher", "CredentialCache"]
 
@@ -216,61 +216,59 @@ class ChangeWatcher:
     async def poll_once(self) -> int:
         """Apply new changes; returns how many workspaces were invalidated."""
         started = time.monotonic()
-        page = await self.store.read_feed(max(0, self.last_id - self.WINDOW))
-        rows = page.rows
-        if (why := self._rewritten(page.epoch, rows)) is not None:
-            self._start_over(why, page.epoch, rows)
-            if len(rows) >= CHANGES_PAGE:  # the feed's end is further: find it
-                self.last_id = await self.store.last_change_id()
-                self.last_stamp = None
+        page = await self.store.read_feed(max(0, self.last_id - self.WINDOW), self.last_id)
+        changes = page.changes
+        if (why := self._rewritten(page)) is not None:
+            self._start_over(why, page)
+            if len(changes) >= CHANGES_PAGE:  # the feed's end is further: start from there
+                self.last_id, self.last_stamp = await self.store.last_change_id(), None
         applied = 0
-        for change_id, workspace_id, stamp in rows:
+        for change_id, workspace_id in changes:
             if self._remember(change_id):
                 self.cache.invalidate(workspace_id)
                 applied += 1
-            if change_id >= self.last_id:
-                self.last_id, self.last_stamp = change_id, stamp
+        if changes and changes[-1][0] > self.last_id:
+            self.last_id, self.last_stamp = changes[-1][0], page.last
+        elif self.last_stamp is None and self.last_id > 0:
+            self.last_stamp = page.anchor  # learnt now: the start, or after a start over
         self.epoch = page.epoch
         self.last_poll = time.monotonic()
-        if len(rows) < CHANGES_PAGE:  # a full page: more are waiting, nothing is confirmed
+        if len(changes) < CHANGES_PAGE:  # a full page: more are waiting, nothing is confirmed
             self.synced_from = max(self.synced_from, started)
             self.cache.confirm(started)
         return applied
 
-    def _rewritten(self, epoch: str | None, rows: list[tuple[int, str, object]]) -> str | None:
-        """Why the feed read is not the one this watcher followed (None: it is)."""
-        if self.epoch is not None and epoch != self.epoch:
+    def _rewritten(self, page: FeedPage) -> str | None:
+        """Why ``page`` is not from the feed this watcher followed (None: it is)."""
+        if self.epoch is not None and page.epoch != self.epoch:
             return "the store's epoch changed (a recreated store, or another store's backup)"
         if self.last_id <= 0:
             return None
-        # The rows are in ID order and start at most WINDOW below last_id: it is among the
-        # first WINDOW + 1, when it is there at all.
-        for change_id, _, stamp in rows[: self.WINDOW + 1]:
-            if change_id == self.last_id:
-                if self.last_stamp is not None and stamp != self.last_stamp:
-                    return f"change {change_id} is not the one applied (a restored backup)"
-                return None
-            if change_id > self.last_id:
-                break
-        return f"change {self.last_id}, applied already, is gone (a restored or recreated store)"
+        if page.anchor is None:  # ``at`` is never NULL: the change is gone
+            return (
+                f"change {self.last_id}, applied already, is gone (a restored or recreated store)"
+            )
+        if self.last_stamp is not None and page.anchor != self.last_stamp:
+            return f"change {self.last_id} is not the one applied (a restored backup)"
+        return None
 
-    def _start_over(self, why: str, epoch: str | None, rows: list[tuple[int, str, object]]) -> None:
-        """Drop every cached entry and follow the feed as it now is, from its current end.
+    def _start_over(self, why: str, page: FeedPage) -> None:
+        """Drop every cached entry and follow the feed as it now is, from the end of ``page``.
 
-        Whatever the cache holds may come from the store as it was; what it read since the
-        restore is dropped too (the cache refuses entries read before the clear). The rows of
-        this poll are taken as applied: the cache they would invalidate is empty.
+        Whatever the cache holds may come from the store as it was; reads begun before the clear
+        are refused too (see :meth:`CredentialCache.put`). The changes of ``page`` count as
+        applied: the cache they would invalidate is empty.
         """
         log.warning("%s: every cached credential dropped, the change feed followed afresh", why)
         self.cache.clear()
         self._seen.clear()
         self._seen_set.clear()
         self.restarts += 1
-        self.epoch = epoch
-        self.last_id, self.last_stamp = 0, None
-        for change_id, _, stamp in rows:
+        self.epoch = page.epoch
+        for change_id, _ in page.changes:
             self._remember(change_id)
-            self.last_id, self.last_stamp = change_id, stamp
+        self.last_id = page.changes[-1][0] if page.changes else 0
+        self.last_stamp = page.last
 
     async def caught_up(self, since: float) -> bool:
         """Wait until a poll that started at or after ``since`` (monotonic) has been applied.

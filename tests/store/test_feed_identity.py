@@ -146,14 +146,16 @@ def test_every_store_has_its_own_epoch(tmp_path: Path) -> None:
             store = await _store(tmp_path / name)
             try:
                 await store.migrate()  # again: a no-op, the epoch stays
-                page = await store.read_feed(0)
-                assert page.epoch and page.rows == []
+                page = await store.read_feed(0, 0)
+                assert page.epoch and page.changes == []
+                assert page.anchor is None and page.last is None
                 epochs.add(page.epoch)
-                assert (await store.read_feed(0)).epoch == page.epoch
+                assert (await store.read_feed(0, 0)).epoch == page.epoch
                 await store.create_workspace("w", "W", "01")
-                page = await store.read_feed(0)
-                assert [(cid, wid) for cid, wid, _ in page.rows] == [(1, "w")]
-                assert page.rows[0][2] is not None
+                page = await store.read_feed(0, 1)
+                assert page.changes == [(1, "w")]
+                assert page.last is not None and page.anchor == page.last
+                assert (await store.read_feed(0, 2)).anchor is None  # no change 2
             finally:
                 await store.close()
         assert len(epochs) == 2
@@ -196,7 +198,7 @@ def test_stamps_are_the_changes_own(tmp_path: Path) -> None:
         try:
             await store.create_workspace("w", "W", "01")
             await store.rename_workspace("w", "W2")
-            stamps = [stamp for _, _, stamp in (await store.read_feed(0)).rows]
+            stamps = [(await store.read_feed(0, i)).anchor for i in (1, 2)]
             assert len(set(map(str, stamps))) == 2
             assert all(str(datetime.now(UTC).year) in str(s) for s in stamps)
         finally:

@@ -865,9 +865,9 @@ class SQLStore:
         # refuses a replaced or missing SQLite file.
         return await self._reader.changes_since(after_id, CHANGES_PAGE)
 
-    async def read_feed(self, after_id: int) -> FeedPage:
+    async def read_feed(self, after_id: int, anchor_id: int) -> FeedPage:
         # The watcher's poll: the hot reader's road, like changes_since.
-        return await self._reader.read_feed(after_id, CHANGES_PAGE)
+        return await self._reader.read_feed(after_id, anchor_id, CHANGES_PAGE)
 
     async def last_change_id(self) -> int:
         async with self._conn() as conn:
