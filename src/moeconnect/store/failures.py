@@ -51,7 +51,7 @@ def describe(err: BaseException) -> str:
     if isinstance(err, sa_exc.DBAPIError) and err.__cause__ is not None:
         inner = err.__cause__.__cause__ or err.__cause__  # the driver's own, under the adapter's
     code = sqlstate(err)
-    text = str(inner.args[0]) if inner.args else str(inner)
+    text = str(inner)
     name = type(inner).__name__ + (f" (SQLSTATE {code})" if code else "")
     return f"{name}: {text}".splitlines()[0][:300]
 
