@@ -109,9 +109,10 @@ class ThrowawayPostgres:
         _wait_port(self.port, 30)
         return self
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m mode``: ``fast`` (clean), ``immediate`` (a crash: recovery at start)."""
         if (self.data / "postmaster.pid").exists():
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def close(self) -> None:
         try:

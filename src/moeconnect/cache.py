@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from .instants import Instants
 from .records import WorkspaceCredentials
 from .store import Store, StoreError
-from .store.base import CHANGES_PAGE
+from .store.base import CHANGES_PAGE, FeedPage
 
 __all__ = ["ChangeWatcher", "CredentialCache"]
 
@@ -152,6 +152,14 @@ class ChangeWatcher:
     The feed's IDs can commit out of order on PostgreSQL, so each poll re-reads a small window
     below the newest ID seen and remembers which IDs it already applied.
 
+    A restored or recreated store rewrites the feed under a running server: its IDs start lower
+    again, and changes made after the restore reuse IDs this watcher already applied. Each poll
+    therefore checks that it still reads the same feed: the store's ``epoch`` is the one it saw
+    (a recreated store, or another's backup, has another), and the change it applied last is
+    still there, unchanged (the window re-read always covers it; a backup of this very store
+    lacks it, or holds a different change under its ID). When either fails, every cached entry
+    is dropped and the watcher starts over from the feed's current end (:meth:`_start_over`).
+
     Besides the regular poll, :meth:`caught_up` polls on demand: the endpoint asks it before it
     trusts a *failure* found in the cache, because a key or workspace written by another process
     a moment ago must work at once. Concurrent callers share one poll.
@@ -164,6 +172,11 @@ class ChangeWatcher:
         self.cache = cache
         self.interval = interval
         self.last_id = 0
+        # The feed this watcher follows: the store's epoch and the stamp of change ``last_id``
+        # (None until a poll has read them).
+        self.epoch: str | None = None
+        self.last_stamp: object = None
+        self.restarts = 0
         self._seen: deque[int] = deque(maxlen=4096)
         self._seen_set: set[int] = set()
         self._task: asyncio.Task[None] | None = None
@@ -203,18 +216,59 @@ class ChangeWatcher:
     async def poll_once(self) -> int:
         """Apply new changes; returns how many workspaces were invalidated."""
         started = time.monotonic()
-        changes = await self.store.changes_since(max(0, self.last_id - self.WINDOW))
+        page = await self.store.read_feed(max(0, self.last_id - self.WINDOW), self.last_id)
+        changes = page.changes
+        if (why := self._rewritten(page)) is not None:
+            self._start_over(why, page)
+            if len(changes) >= CHANGES_PAGE:  # the feed's end is further: start from there
+                self.last_id, self.last_stamp = await self.store.last_change_id(), None
         applied = 0
         for change_id, workspace_id in changes:
             if self._remember(change_id):
                 self.cache.invalidate(workspace_id)
                 applied += 1
-            self.last_id = max(self.last_id, change_id)
+        if changes and changes[-1][0] > self.last_id:
+            self.last_id, self.last_stamp = changes[-1][0], page.last
+        elif self.last_stamp is None and self.last_id > 0:
+            self.last_stamp = page.anchor  # learnt now: the start, or after a start over
+        self.epoch = page.epoch
         self.last_poll = time.monotonic()
         if len(changes) < CHANGES_PAGE:  # a full page: more are waiting, nothing is confirmed
             self.synced_from = max(self.synced_from, started)
             self.cache.confirm(started)
         return applied
+
+    def _rewritten(self, page: FeedPage) -> str | None:
+        """Why ``page`` is not from the feed this watcher followed (None: it is)."""
+        if self.epoch is not None and page.epoch != self.epoch:
+            return "the store's epoch changed (a recreated store, or another store's backup)"
+        if self.last_id <= 0:
+            return None
+        if page.anchor is None:  # ``at`` is never NULL: the change is gone
+            return (
+                f"change {self.last_id}, applied already, is gone (a restored or recreated store)"
+            )
+        if self.last_stamp is not None and page.anchor != self.last_stamp:
+            return f"change {self.last_id} is not the one applied (a restored backup)"
+        return None
+
+    def _start_over(self, why: str, page: FeedPage) -> None:
+        """Drop every cached entry and follow the feed as it now is, from the end of ``page``.
+
+        Whatever the cache holds may come from the store as it was; reads begun before the clear
+        are refused too (see :meth:`CredentialCache.put`). The changes of ``page`` count as
+        applied: the cache they would invalidate is empty.
+        """
+        log.warning("%s: every cached credential dropped, the change feed followed afresh", why)
+        self.cache.clear()
+        self._seen.clear()
+        self._seen_set.clear()
+        self.restarts += 1
+        self.epoch = page.epoch
+        for change_id, _ in page.changes:
+            self._remember(change_id)
+        self.last_id = page.changes[-1][0] if page.changes else 0
+        self.last_stamp = page.last
 
     async def caught_up(self, since: float) -> bool:
         """Wait until a poll that started at or after ``since`` (monotonic) has been applied.

@@ -8,7 +8,7 @@ Three layers keep a cached credential honest, fastest first:
 2. **The change feed** (:class:`~moeconnect.cache.ChangeWatcher`). Every write appends to the
    store's ``changes`` table in the same transaction, whoever made it; the poll covers writers
    that don't publish (the CLI writing to the database directly) and messages lost while Redis
-   was away.
+   was away, and drops the whole cache when the store was restored or recreated under it.
 3. **The TTL** of each cache entry bounds whatever slips past both.
 
 Redis never stands between a request and its answer: publishing is fire-and-forget with a short

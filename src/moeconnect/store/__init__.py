@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Change, Conflict, NotFound, Store, StoreError, StoreUnavailable
+from .base import Change, Conflict, FeedPage, NotFound, Store, StoreError, StoreUnavailable
 from .sql import SQLStore
 from .urls import DatabaseURL
 
@@ -10,6 +10,7 @@ __all__ = [
     "Change",
     "Conflict",
     "DatabaseURL",
+    "FeedPage",
     "NotFound",
     "SQLStore",
     "Store",

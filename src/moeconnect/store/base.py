@@ -29,6 +29,7 @@ __all__ = [
     "AttemptRow",
     "Change",
     "Conflict",
+    "FeedPage",
     "NotFound",
     "SourceSummary",
     "Store",
@@ -58,6 +59,25 @@ class Conflict(StoreError):
 
 
 Change = tuple[int, str]  # (change id, workspace id)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    """One read of the change feed, and what tells this store's feed from another's.
+
+    ``epoch`` is the store's identity (``store_identity``: random, written when the store was
+    created; None if that row is missing). ``changes`` are as :meth:`Store.changes_since`
+    returns them. ``anchor`` is the stamp of the change asked about (None: there is no such
+    change), ``last`` that of the last change in ``changes``. A stamp is the change's ``at`` as
+    the driver returns it: the same row read twice gives equal stamps, so a change that now has
+    another stamp is another change under a reused ID (a restored backup). Compare stamps only
+    for equality, within one process.
+    """
+
+    epoch: str | None
+    changes: list[Change]
+    anchor: object
+    last: object
 
 
 # -- connection record (issue 3) -----------------------------------------------------------------
@@ -187,6 +207,12 @@ class Store(Protocol):
     # Change feed
     async def changes_since(self, after_id: int) -> list[Change]:
         """The oldest changes after ``after_id``, in ID order, at most :data:`CHANGES_PAGE`."""
+        ...
+
+    async def read_feed(self, after_id: int, anchor_id: int) -> FeedPage:
+        """The oldest changes after ``after_id`` (as :meth:`changes_since`), the store's epoch,
+        and the stamps of change ``anchor_id`` and of the last change read: what
+        :class:`~moeconnect.cache.ChangeWatcher` polls."""
         ...
 
     async def last_change_id(self) -> int: ...

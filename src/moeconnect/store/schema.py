@@ -35,6 +35,7 @@ __all__ = [
     "connection_attempts_staged",
     "metadata",
     "operator_tokens",
+    "store_identity",
     "workspaces",
 ]
 
@@ -126,6 +127,17 @@ changes = Table(
     ),
     Column("workspace_id", String(64), nullable=False),
     Column("at", UTCDateTime(), nullable=False),
+)
+
+# One row: a random ``epoch`` written when the store was created (migration 0006). A server's
+# change watcher reads it with every poll of ``changes``: a new value means the store under it was
+# recreated or replaced, and every cache is dropped (``ChangeWatcher``, docs/operations.md).
+store_identity = Table(
+    "store_identity",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("epoch", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
 )
 
 # -- connection record (issue 3) ---------------------------------------------------------------

@@ -6,19 +6,18 @@ and the SQLite file guard. Every backend failure surfaces as :class:`StoreUnavai
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import chain
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -42,10 +41,12 @@ from .base import (
     AttemptRow,
     Change,
     Conflict,
+    FeedPage,
     NotFound,
     SourceSummary,
     StoreUnavailable,
 )
+from .failures import store_error
 from .hotread import open_reader
 from .schema import (
     api_keys,
@@ -61,17 +62,8 @@ from .urls import DatabaseURL
 __all__ = ["SQLStore"]
 
 log = logging.getLogger("moeconnect.store")
-_CHANGED = "moeconnect.changed"  # conn.info key: workspaces this transaction changed
-
-_UNAVAILABLE = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.DatabaseError,
-    sa_exc.TimeoutError,
-    OSError,
-    ConnectionError,
-    asyncio.TimeoutError,
-)
+# The workspaces the write transaction under way (in this task) changed: see SQLStore._conn.
+_CHANGED: ContextVar[list[str] | None] = ContextVar("moeconnect_changed", default=None)
 
 
 def _now() -> datetime:
@@ -478,30 +470,36 @@ class SQLStore:
 
     @asynccontextmanager
     async def _conn(self, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection (``write``: in a transaction, committed at the end); every database
+        failure inside surfaces as a :class:`StoreError` (see :func:`.failures.store_error`)."""
+        changed: list[str] = []
+        # Where _record_change puts the workspaces this transaction changed: a context variable,
+        # not ``conn.info``, which a connection lost mid-transaction refuses to hand out.
+        token = _CHANGED.set(changed) if write else None
         try:
-            if self.db.kind == "sqlite":
-                await self._check_sqlite_file()
-            if write:
-                changed: list[str] = []
-                async with self._engine.begin() as conn:
-                    conn.info[_CHANGED] = changed
-                    try:
+            try:
+                if self.db.kind == "sqlite":
+                    await self._check_sqlite_file()
+                if write:
+                    async with self._engine.begin() as conn:
                         yield conn
-                    finally:  # conn.info outlives this checkout: leave nothing behind
-                        conn.info.pop(_CHANGED, None)
-                if changed:
-                    await self._notify(changed)
-            else:
-                async with self._engine.connect() as conn:
-                    yield conn
-        except sa_exc.IntegrityError as err:
-            raise Conflict(str(err.orig)) from None
-        except _UNAVAILABLE as err:
-            raise StoreUnavailable(f"{type(err).__name__}: {err}".splitlines()[0]) from None
+                else:
+                    async with self._engine.connect() as conn:
+                        yield conn
+            finally:
+                if token is not None:
+                    _CHANGED.reset(token)
+        except Exception as err:
+            mapped = store_error(err)
+            if mapped is None:
+                raise
+            raise mapped from None
+        if changed:
+            await self._notify(changed)
 
     async def _record_change(self, conn: AsyncConnection, workspace_id: str, now: datetime) -> None:
         await conn.execute(changes.insert().values(workspace_id=workspace_id, at=now))
-        pending = conn.info.get(_CHANGED)
+        pending = _CHANGED.get()
         if pending is not None:  # None: a transaction not opened by _conn; the poll covers it
             pending.append(workspace_id)
 
@@ -513,8 +511,11 @@ class SQLStore:
                 await self._check_sqlite_file()
             async with self._engine.begin() as conn:
                 await conn.run_sync(upgrade)
-        except _UNAVAILABLE as err:
-            raise StoreUnavailable(f"{type(err).__name__}: {err}".splitlines()[0]) from None
+        except Exception as err:
+            mapped = store_error(err)
+            if mapped is None:
+                raise
+            raise mapped from None
 
     async def ping(self) -> None:
         async with self._conn() as conn:
@@ -863,6 +864,10 @@ class SQLStore:
         # Polled often (and on demand, by refused keys): the hot reader's lean road, which also
         # refuses a replaced or missing SQLite file.
         return await self._reader.changes_since(after_id, CHANGES_PAGE)
+
+    async def read_feed(self, after_id: int, anchor_id: int) -> FeedPage:
+        # The watcher's poll: the hot reader's road, like changes_since.
+        return await self._reader.read_feed(after_id, anchor_id, CHANGES_PAGE)
 
     async def last_change_id(self) -> int:
         async with self._conn() as conn:

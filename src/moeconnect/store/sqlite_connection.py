@@ -129,6 +129,19 @@ class SQLiteThread:
             self._close()
             raise StoreUnavailable(f"{type(err).__name__}: {err}") from None
 
+    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return work(self._connection())
+        except (sqlite3.Error, OSError) as err:
+            self._close()
+            raise StoreUnavailable(f"{type(err).__name__}: {err}") from None
+
+    async def call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work(connection)`` on this thread, outside any transaction (several reads in one
+        hand-off); errors mean "unavailable"."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, work)
+
     async def query(self, sql: str, params: Sequence[Any]) -> list[Any]:
         """The rows of one query, run on this thread; errors mean "unavailable"."""
         loop = asyncio.get_running_loop()

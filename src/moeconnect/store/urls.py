@@ -4,7 +4,6 @@ driver URLs SQLAlchemy needs."""
 from __future__ import annotations
 
 import os
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,11 +56,22 @@ class DatabaseURL:
         raise ValueError(f"unsupported database {backend!r}; use sqlite:/// or postgresql://")
 
     def ensure_sqlite_file(self) -> None:
-        """Create the SQLite file (and its folder) if missing; the engine itself never does."""
+        """Create the SQLite file (and its folder) if missing; the engine itself never does.
+
+        Created 0600, empty (an empty file is a valid SQLite database), before anything is
+        written to it: it holds key digests and the connection record, which no other local
+        user should read. SQLite creates the ``-wal`` and ``-shm`` files with the database
+        file's own permissions, so they are 0600 too. An existing file keeps its mode.
+        """
         assert self.sqlite_path is not None
         if not self.sqlite_path.exists():
             self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-            sqlite3.connect(self.sqlite_path).close()
+            try:
+                fd = os.open(self.sqlite_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process created it first
+                return
+            os.fchmod(fd, 0o600)  # exactly: a strict umask (0277) must not leave it unwritable
+            os.close(fd)
 
     def sqlite_file_id(self) -> tuple[int, int] | None:
         """(device, inode) of the SQLite file, or ``None`` when it is gone."""
