@@ -56,7 +56,9 @@ def test_each_role_walks_every_route(srv: MoeconnectServer, role: str) -> None:
     allowed = ALLOWED[role]
     refused = [r for r in ROUTES if (r[0], r[1]) not in allowed]
     # DELETE last: after it, every other route of the workspace would be a 404.
-    permitted = sorted((r for r in ROUTES if (r[0], r[1]) in allowed), key=lambda r: r[0] == "DELETE")
+    permitted = sorted(
+        (r for r in ROUTES if (r[0], r[1]) in allowed), key=lambda r: r[0] == "DELETE"
+    )
     with admin(srv, token) as api:
         before = snapshot(srv)
         for method, path, body in refused:
@@ -64,7 +66,7 @@ def test_each_role_walks_every_route(srv: MoeconnectServer, role: str) -> None:
             assert response.status_code == 403, (role, method, path, response.text)
             error = response.json()["error"]
             assert error["code"] == "INSUFFICIENT_ROLE", (role, method, path)
-            assert f"role {role}" in error["message"] and "Forbidden" == error["type"]
+            assert f"role {role}" in error["message"] and error["type"] == "Forbidden"
             assert_response_matches(response)
         assert snapshot(srv) == before, f"a refused request of a {role} token changed the store"
         for method, path, body in permitted:
@@ -96,8 +98,9 @@ def test_a_restricted_token_sees_and_changes_only_its_workspaces(srv: Moeconnect
             # The same answer as for a workspace that does not exist: nothing leaks.
             missing = call(api, method, path, body, "NO-SUCH-WORKSPACE")
             assert missing.status_code == 404
-            assert missing.json()["error"]["message"].replace("NO-SUCH-WORKSPACE", other) == (
-                response.json()["error"]["message"]
+            assert (
+                missing.json()["error"]["message"].replace("NO-SUCH-WORKSPACE", other)
+                == (response.json()["error"]["message"])
             )
         created = api.post("/workspaces", json={"name": "Sprawl"})
         assert created.status_code == 403, created.text
