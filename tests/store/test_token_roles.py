@@ -54,6 +54,10 @@ def test_role_restriction_and_expiry_round_trip(store_url: str) -> None:
         listed = await store.list_workspaces(only=("W3", "W1", "GONE"))
         assert [w.id for w in listed] == ["W1", "W3"]
         assert await store.list_workspaces(only=()) == []
+        assert await store.check_integrity() == []
+        async with store._engine.begin() as conn:  # a hand-edited row: `db check` says so
+            await conn.execute(sa.text("UPDATE operator_tokens SET role = 'root'"))
+        assert "2 operator tokens have an unknown role" in await store.check_integrity()
 
     with_store(store_url, body)
 
