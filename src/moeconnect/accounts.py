@@ -6,6 +6,7 @@ and tokens exist only in the return value of the call that made them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -25,8 +26,10 @@ from .keys import (
     validate_imported_key,
 )
 from .records import ApiKey, OperatorToken, RotationResult, Workspace
+from .roles import DEFAULT_ROLE, check_role, check_workspace_ids, is_usable
 from .store import Store
 from .text import excerpt, first_unsafe
+from .token_usage import TokenUsage
 
 __all__ = ["Accounts", "InvalidInput", "NewKey", "NewToken", "check_name"]
 
@@ -89,6 +92,7 @@ class Accounts:
         self.store = store
         self._secret = secret
         self.known_dcs = known_dcs
+        self.token_usage = TokenUsage(store)
 
     def digest(self, key: str) -> bytes:
         return key_digest(self._secret, key)
@@ -169,21 +173,59 @@ class Accounts:
 
     # -- operator tokens ----------------------------------------------------------------------
 
-    async def create_token(self, name: str) -> NewToken:
+    async def create_token(
+        self,
+        name: str,
+        *,
+        role: str = DEFAULT_ROLE,
+        workspace_ids: Sequence[str] | None = None,
+        expires_in: timedelta | None = None,
+    ) -> NewToken:
+        """A new operator token with ``role``, optionally restricted to ``workspace_ids`` (which
+        need not exist yet) and expiring ``expires_in`` from now."""
         name = check_name(name, "token")
+        try:
+            check_role(role)
+            ids = check_workspace_ids(workspace_ids) if workspace_ids is not None else None
+        except ValueError as err:
+            raise InvalidInput(str(err)) from None
+        expires_at = None
+        if expires_in is not None:
+            if expires_in <= timedelta(0):
+                raise InvalidInput("a token's expiry must be a positive duration, such as 90d")
+            try:
+                expires_at = datetime.now(UTC) + expires_in
+            except OverflowError:
+                raise InvalidInput("that expiry is too far in the future") from None
         token = generate_token()
         record = await self.store.create_token(
-            name, token_digest(self._secret, token), key_hint(token)
+            name,
+            token_digest(self._secret, token),
+            key_hint(token),
+            role=role,
+            workspace_ids=ids,
+            expires_at=expires_at,
         )
         return NewToken(token, record)
 
     async def authenticate_token(self, token: str) -> OperatorToken | None:
-        """The active operator token matching ``token``, looked up by its keyed digest."""
+        """The usable (not revoked, not expired) operator token matching ``token``, looked up by
+        its keyed digest; the use is noted for ``last_used_at``."""
         if not token or len(token) > 256:
             return None
         record = await self.store.token_by_digest(token_digest(self._secret, token))
-        if record is None or record.revoked_at is not None:
+        return self._usable(record)
+
+    async def operator(self, token_id: str) -> OperatorToken | None:
+        """The usable operator token with this ID: a dashboard session re-checks it on every
+        request, so a revoked or expired token ends its sessions at once."""
+        return self._usable(await self.store.token_by_id(token_id))
+
+    def _usable(self, record: OperatorToken | None) -> OperatorToken | None:
+        now = datetime.now(UTC)
+        if record is None or not is_usable(record, now):
             return None
+        self.token_usage.note(record, now)
         return record
 
     # -- bulk seeding ---------------------------------------------------------------------

@@ -214,6 +214,8 @@ CATALOGUE: Final[dict[str, ErrorSpec]] = {
         ErrorSpec("UNAUTHORIZED", 401, _AUTH, "Send a valid operator token as a Bearer token."),
         ErrorSpec("VALIDATION_ERROR", 400, _BAD, "{detail}"),
         ErrorSpec("CONFLICT", 409, "Conflict", "{detail}"),
+        # Beyond the operator token's role or workspace restriction (SPEC section 9).
+        ErrorSpec("INSUFFICIENT_ROLE", 403, "Forbidden", "{detail}"),
         ErrorSpec("RESOURCE_NOT_FOUND", 404, "Not Found", "{detail}"),
     )
 }

@@ -73,12 +73,17 @@ class WorkspaceCredentials:
 
 @dataclass(frozen=True, slots=True)
 class OperatorToken:
+    """An operator token's record; :mod:`moeconnect.roles` says what its role allows."""
+
     id: str
     name: str
     hint: str
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    role: str = "admin"  # "admin" | "keys" | "read"
+    workspace_ids: tuple[str, ...] | None = None  # None: every workspace
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

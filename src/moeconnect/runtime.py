@@ -84,4 +84,5 @@ class Runtime:
             await self.redis.aclose()
         await self.limiter.close()
         await self.watcher.stop()
+        await self.accounts.token_usage.close()  # the last minute's last_used_at
         await self.store.close()

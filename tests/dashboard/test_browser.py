@@ -268,3 +268,62 @@ def test_every_page_works_without_javascript(
         expect(page.get_by_text("You are signed out.")).to_be_visible()
     finally:
         context.close()
+
+
+def test_a_read_token_sees_no_form_it_cannot_use(
+    dashboard_server: MoeconnectServer, browser: object
+) -> None:
+    """Issue 23: a ``read`` token's dashboard offers no Create, Generate or Revoke; a form
+    forged in its page (with its own valid CSRF token) is refused and changes nothing."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    server = dashboard_server
+    workspace_id, key = server.workspace_with_key("Globex Analytics")
+    assert connect(server, workspace_id, key, "segment").status_code == 200
+    token = server.run(lambda a: a.create_token("auditor", role="read")).token
+    keys_before = server.run(lambda a: a.list_keys(workspace_id))
+    context = browser.new_context(viewport={"width": 1200, "height": 860})
+    page: Page = context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        page.goto(server.base_url + "/dashboard")
+        page.get_by_label("Operator token").fill(token)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("heading", name="Workspaces")).to_be_visible()
+        expect(page.locator(".topbar")).to_contain_text("auditor · read")
+        expect(page.get_by_role("link", name="New workspace")).to_have_count(0)
+
+        page.get_by_role("link", name="Globex Analytics").click()
+        expect(page.get_by_role("heading", name="APIs")).to_be_visible()
+        expect(page.get_by_role("note")).to_contain_text("role read")
+        expect(page.locator("#scope-data")).to_contain_text(key[-4:])
+        expect(page.get_by_role("link", name="Generate key for Data")).to_have_count(0)
+        expect(page.get_by_role("link", name="Revoke the Data key")).to_have_count(0)
+        expect(page.locator("form")).to_have_count(1)  # only Sign out
+        page.screenshot(path=SCREENSHOTS / "dashboard-read-only.png", full_page=True)
+
+        page.get_by_role("link", name="Connection activity").click()
+        expect(page.get_by_role("heading", name="Connection activity")).to_be_visible()
+        expect(page.locator("form")).to_have_count(1)
+
+        # Typed by hand, the form pages are refused; so is a POST forged in the page.
+        page.goto(server.base_url + f"/dashboard/workspaces/{workspace_id}/keys/data/generate")
+        expect(
+            page.get_by_role("heading", name="Your operator token can't do this")
+        ).to_be_visible()
+        status = page.evaluate(
+            """async (path) => {
+                const body = new FormData();
+                body.append("csrf", document.querySelector('input[name="csrf"]').value);
+                body.append("grace", "none");
+                const response = await fetch(path, {method: "POST", body});
+                return response.status;
+            }""",
+            f"/dashboard/workspaces/{workspace_id}/keys/data/revoke",
+        )
+        assert status == 403
+        assert server.run(lambda a: a.list_keys(workspace_id)) == keys_before
+        assert connect(server, workspace_id, key, "segment").status_code == 200
+    finally:
+        context.close()

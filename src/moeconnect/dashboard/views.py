@@ -25,7 +25,8 @@ from starlette.staticfiles import StaticFiles
 from ..accounts import InvalidInput
 from ..http.bodies import DASHBOARD_MAX_BODY
 from ..keys import SCOPES
-from ..records import ApiKey, Workspace
+from ..records import ApiKey, OperatorToken, Workspace
+from ..roles import Permission, allows, refusal, sees
 from ..runtime import Runtime
 from ..store import Conflict, NotFound, StoreError
 from .activity import load_activity, outcome_class
@@ -135,8 +136,14 @@ class Dashboard:
         **context: Any,
     ) -> HTMLResponse:
         context.setdefault("csrf", self.signer.csrf_token(session.session_id) if session else "")
+        operator = _operator(request) if session is not None else None
         html = self.env.get_template(template).render(
-            request=request, signed_in=session is not None, prefix=PREFIX, **context
+            request=request,
+            signed_in=session is not None,
+            prefix=PREFIX,
+            operator=operator,
+            can=_abilities(operator),
+            **context,
         )
         return HTMLResponse(html, status_code=status, headers=_SECURITY_HEADERS)
 
@@ -169,16 +176,26 @@ class Dashboard:
     # -- sessions -----------------------------------------------------------------------------
 
     async def current_session(self, request: Request) -> Session | None:
+        """The request's session, if its cookie holds and its token is still usable.
+
+        The token is read by its ID on every request (one primary-key lookup, no cache): a
+        revoked or expired token ends its open sessions at once, and the role and workspace
+        restriction in force are the stored ones, never a copy in the cookie.
+        """
         session = self.signer.verify(request.cookies.get(SESSION_COOKIE))
         if session is None:
             return None
-        tokens = await self.runtime.store.list_tokens()
-        if not any(t.id == session.token_id and t.revoked_at is None for t in tokens):
+        operator = await self.runtime.accounts.operator(session.token_id)
+        if operator is None:
             return None
+        request.state.operator = operator
         return session
 
-    def signed_in(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        """Wrap ``handler``: sign-in required; POSTs must carry this session's CSRF token."""
+    def signed_in(
+        self, handler: Handler, permission: Permission = Permission.READ
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """Wrap ``handler``: sign-in required; POSTs must carry this session's CSRF token; the
+        token's role must allow ``permission`` (the form pages of a change need it too)."""
 
         async def endpoint(request: Request) -> Response:
             try:
@@ -201,6 +218,15 @@ class Dashboard:
                             "changed; go back, reload the page and try again.",
                             session,
                         )
+                operator = _operator(request)
+                if not allows(operator.role, permission):
+                    return self._problem(
+                        request,
+                        403,
+                        "Your operator token can't do this",
+                        refusal(operator.role, permission) + " Nothing was changed.",
+                        session,
+                    )
                 return await handler(request, session)
             except StoreError as err:
                 if isinstance(err, NotFound):
@@ -265,7 +291,10 @@ class Dashboard:
             )
         if record is None:
             return self._sign_in_form(
-                request, pre, 401, "That operator token is not valid or has been revoked."
+                request,
+                pre,
+                401,
+                "That operator token is not valid, has expired or has been revoked.",
             )
         _session, cookie = self.signer.new_session(record.id)
         target = _safe_next(_text(form, "next")) or PREFIX
@@ -289,7 +318,11 @@ class Dashboard:
         dc = dc if dc in self.runtime.accounts.known_dcs else ""
         after = request.query_params.get("after") or None
         rows = await self.runtime.store.list_workspaces(
-            limit=PAGE_SIZE + 1, after=after, dc=dc or None, search=search or None
+            limit=PAGE_SIZE + 1,
+            after=after,
+            dc=dc or None,
+            search=search or None,
+            only=_operator(request).workspace_ids,
         )
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
@@ -310,7 +343,22 @@ class Dashboard:
         )
 
     async def new_workspace_page(self, request: Request, session: Session) -> Response:
+        if (refused := self._restricted(request, session)) is not None:
+            return refused
         return self._new_workspace_form(request, session, 200, "", "", "")
+
+    def _restricted(self, request: Request, session: Session) -> Response | None:
+        """The 403 for a token restricted to some workspaces: it can't create one."""
+        if _operator(request).workspace_ids is None:
+            return None
+        return self._problem(
+            request,
+            403,
+            "Your operator token can't do this",
+            "This operator token is restricted to a list of workspaces, so it can't create one. "
+            "Nothing was changed.",
+            session,
+        )
 
     def _new_workspace_form(
         self, request: Request, session: Session, status: int, error: str, name: str, dc: str
@@ -327,6 +375,8 @@ class Dashboard:
         )
 
     async def create_workspace(self, request: Request, session: Session) -> Response:
+        if (refused := self._restricted(request, session)) is not None:
+            return refused
         form = await _form(request)
         name, dc = _text(form, "name"), _text(form, "dc")
         try:
@@ -339,7 +389,12 @@ class Dashboard:
 
     async def _workspace(self, request: Request) -> Workspace:
         workspace_id = request.path_params["workspace_id"]
-        workspace = await self.runtime.store.get_workspace(workspace_id)
+        # Outside the token's restriction: the same 404 as a workspace that does not exist.
+        workspace = (
+            await self.runtime.store.get_workspace(workspace_id)
+            if sees(_operator(request), workspace_id)
+            else None
+        )
         if workspace is None:
             raise NotFound(f"No workspace has the ID {workspace_id}.")
         return workspace
@@ -462,20 +517,29 @@ class Dashboard:
         ws = PREFIX + "/workspaces/{workspace_id}"
         key = ws + "/keys/{scope}"
         guard = self.signed_in
+        workspaces, keys = Permission.WORKSPACES, Permission.KEYS
         return [
             Route(PREFIX, guard(self.workspaces), methods=["GET"]),
             Route(PREFIX + "/", guard(self.workspaces), methods=["GET"]),
             Route(PREFIX + "/sign-in", self.sign_in_page, methods=["GET"]),
             Route(PREFIX + "/sign-in", self.sign_in, methods=["POST"]),
             Route(PREFIX + "/sign-out", guard(self.sign_out), methods=["POST"]),
-            Route(PREFIX + "/workspaces/new", guard(self.new_workspace_page), methods=["GET"]),
-            Route(PREFIX + "/workspaces/new", guard(self.create_workspace), methods=["POST"]),
+            Route(
+                PREFIX + "/workspaces/new",
+                guard(self.new_workspace_page, workspaces),
+                methods=["GET"],
+            ),
+            Route(
+                PREFIX + "/workspaces/new",
+                guard(self.create_workspace, workspaces),
+                methods=["POST"],
+            ),
             Route(ws, guard(self.workspace), methods=["GET"]),
             Route(ws + "/activity", guard(self.activity), methods=["GET"]),
-            Route(key + "/generate", guard(self.generate_page), methods=["GET"]),
-            Route(key + "/generate", guard(self.generate), methods=["POST"]),
-            Route(key + "/revoke", guard(self.revoke_page), methods=["GET"]),
-            Route(key + "/revoke", guard(self.revoke), methods=["POST"]),
+            Route(key + "/generate", guard(self.generate_page, keys), methods=["GET"]),
+            Route(key + "/generate", guard(self.generate, keys), methods=["POST"]),
+            Route(key + "/revoke", guard(self.revoke_page, keys), methods=["GET"]),
+            Route(key + "/revoke", guard(self.revoke, keys), methods=["POST"]),
             Mount(
                 PREFIX + "/static",
                 app=StaticFiles(packages=[("moeconnect.dashboard", "static")]),
@@ -497,6 +561,23 @@ def _trusted_peer(networks: tuple[Any, ...], host: str) -> bool:
     except ValueError:
         return False
     return any(address in network for network in networks)
+
+
+def _operator(request: Request) -> OperatorToken:
+    """The signed-in operator token (set by :meth:`Dashboard.current_session`)."""
+    operator: OperatorToken = request.state.operator
+    return operator
+
+
+def _abilities(operator: OperatorToken | None) -> dict[str, bool]:
+    """What the pages offer: only the forms this token may use (SPEC section 9)."""
+    if operator is None:
+        return {"create_workspace": False, "change_keys": False}
+    return {
+        "create_workspace": allows(operator.role, Permission.WORKSPACES)
+        and operator.workspace_ids is None,
+        "change_keys": allows(operator.role, Permission.KEYS),
+    }
 
 
 def _text(form: FormData, name: str) -> str:

@@ -27,6 +27,7 @@ from ..keys import SCOPES, WORKSPACE_ID_PATTERN
 from ..record_views import attempt_json, iso, key_json, summary_json, workspace_json
 from ..records import OperatorToken
 from ..request_ids import request_id_from
+from ..roles import Permission, allows, refusal, sees
 from ..store import Conflict, NotFound, Store, StoreError
 from ..text import excerpt
 from .bodies import ADMIN_MAX_BODY
@@ -47,6 +48,10 @@ Handler = Callable[[Request, "_Context"], Awaitable[Response]]
 
 class _Invalid(Exception):
     """Bad input found in this module: answered 400 VALIDATION_ERROR with the message."""
+
+
+class _Forbidden(Exception):
+    """Beyond the token's role or workspace restriction: 403 INSUFFICIENT_ROLE, the message."""
 
 
 class _Context:
@@ -188,10 +193,23 @@ def _moment(request: Request, name: str) -> datetime | None:
 
 
 def _workspace_id(request: Request) -> str:
+    """The workspace in the path; one outside the token's restriction is answered as missing
+    (404, like a workspace that does not exist: a restricted token learns nothing of others)."""
     value = str(request.path_params["workspace_id"])
-    if not WORKSPACE_ID_PATTERN.match(value):
+    if not WORKSPACE_ID_PATTERN.match(value) or not sees(request.state.operator, value):
         raise NotFound(f"No workspace has ID {value[:64]!r}.")
     return value
+
+
+def _needs(permission: Permission, handler: Handler) -> Handler:
+    """``handler``, refused with 403 before it runs when the token's role lacks ``permission``."""
+
+    async def checked(request: Request, ctx: _Context) -> Response:
+        if not allows(ctx.token.role, permission):
+            raise _Forbidden(refusal(ctx.token.role, permission))
+        return await handler(request, ctx)
+
+    return checked
 
 
 # -- the API ---------------------------------------------------------------------------------
@@ -202,25 +220,27 @@ class AdminAPI:
 
     def __init__(self, accounts: Accounts) -> None:
         self.accounts = accounts
+        read, workspaces, keys = Permission.READ, Permission.WORKSPACES, Permission.KEYS
+        # Every route names what its token's role must allow (moeconnect.roles).
         routes = [
-            ("/workspaces", self.create_workspace, "POST"),
-            ("/workspaces", self.list_workspaces, "GET"),
-            ("/workspaces/{workspace_id}", self.get_workspace, "GET"),
-            ("/workspaces/{workspace_id}", self.rename_workspace, "PATCH"),
-            ("/workspaces/{workspace_id}", self.delete_workspace, "DELETE"),
-            ("/workspaces/{workspace_id}/suspend", self.suspend, "POST"),
-            ("/workspaces/{workspace_id}/resume", self.resume, "POST"),
-            ("/workspaces/{workspace_id}/keys", self.list_keys, "GET"),
-            ("/workspaces/{workspace_id}/keys", self.generate_key, "POST"),
-            ("/workspaces/{workspace_id}/keys/import", self.import_key, "POST"),
-            ("/workspaces/{workspace_id}/keys/revoke", self.revoke_key, "POST"),
-            ("/workspaces/{workspace_id}/attempts", self.list_attempts, "GET"),
-            ("/workspaces/{workspace_id}/sources", self.sources, "GET"),
+            ("/workspaces", self.create_workspace, "POST", workspaces),
+            ("/workspaces", self.list_workspaces, "GET", read),
+            ("/workspaces/{workspace_id}", self.get_workspace, "GET", read),
+            ("/workspaces/{workspace_id}", self.rename_workspace, "PATCH", workspaces),
+            ("/workspaces/{workspace_id}", self.delete_workspace, "DELETE", workspaces),
+            ("/workspaces/{workspace_id}/suspend", self.suspend, "POST", workspaces),
+            ("/workspaces/{workspace_id}/resume", self.resume, "POST", workspaces),
+            ("/workspaces/{workspace_id}/keys", self.list_keys, "GET", read),
+            ("/workspaces/{workspace_id}/keys", self.generate_key, "POST", keys),
+            ("/workspaces/{workspace_id}/keys/import", self.import_key, "POST", keys),
+            ("/workspaces/{workspace_id}/keys/revoke", self.revoke_key, "POST", keys),
+            ("/workspaces/{workspace_id}/attempts", self.list_attempts, "GET", read),
+            ("/workspaces/{workspace_id}/sources", self.sources, "GET", read),
         ]
         # One route per path, so a wrong method is answered with every method the path allows.
         by_path: dict[str, dict[str, Handler]] = {}
-        for path, handler, method in routes:
-            by_path.setdefault(path, {})[method] = handler
+        for path, handler, method, permission in routes:
+            by_path.setdefault(path, {})[method] = _needs(permission, handler)
         self.router = Router(
             routes=[
                 Route(path, self._guarded(_by_method(handlers)), methods=list(handlers))
@@ -288,6 +308,8 @@ class AdminAPI:
                 response = await handler(request, context)
             except (_Invalid, InvalidInput) as err:
                 return _error("VALIDATION_ERROR", 400, request_id, detail=_sentence(str(err)))
+            except _Forbidden as err:
+                return _error("INSUFFICIENT_ROLE", 403, request_id, detail=_sentence(str(err)))
             except NotFound as err:
                 return _error("RESOURCE_NOT_FOUND", 404, request_id, detail=_sentence(str(err)))
             except Conflict as err:
@@ -313,6 +335,11 @@ class AdminAPI:
     # -- workspaces ----------------------------------------------------------------------------
 
     async def create_workspace(self, request: Request, ctx: _Context) -> Response:
+        if ctx.token.workspace_ids is not None:
+            raise _Forbidden(
+                "This operator token is restricted to a list of workspaces, so it can't create "
+                "one; use a token without a workspace restriction."
+            )
         body = await _body(request)
         _only(body, ("name", "dc", "workspace_id"))
         name = _string(body, "name", required=True)
@@ -336,6 +363,7 @@ class AdminAPI:
             after=cursor,
             dc=self.accounts.check_dc(dc) if dc is not None else None,
             search=search,
+            only=ctx.token.workspace_ids,
         )
         page = items[:limit]
         next_cursor = page[-1].id if len(items) > limit else None

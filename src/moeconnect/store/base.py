@@ -10,7 +10,7 @@ Exceptions::
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -172,7 +172,11 @@ class Store(Protocol):
         after: str | None = None,
         dc: str | None = None,
         search: str | None = None,
-    ) -> list[Workspace]: ...
+        only: Collection[str] | None = None,
+    ) -> list[Workspace]:
+        """Workspaces by ID; ``only``: just these IDs (a restricted operator token's)."""
+        ...
+
     async def rename_workspace(self, workspace_id: str, name: str) -> Workspace: ...
     async def set_workspace_status(self, workspace_id: str, status: str) -> Workspace: ...
     async def delete_workspace(self, workspace_id: str) -> None: ...
@@ -199,10 +203,23 @@ class Store(Protocol):
     ) -> dict[str, WorkspaceCredentials]: ...
 
     # Operator tokens
-    async def create_token(self, name: str, digest: bytes, hint: str) -> OperatorToken: ...
+    async def create_token(
+        self,
+        name: str,
+        digest: bytes,
+        hint: str,
+        *,
+        role: str = "admin",
+        workspace_ids: Sequence[str] | None = None,
+        expires_at: datetime | None = None,
+    ) -> OperatorToken: ...
     async def list_tokens(self) -> list[OperatorToken]: ...
     async def revoke_token(self, token_id_or_name: str) -> OperatorToken: ...
     async def token_by_digest(self, digest: bytes) -> OperatorToken | None: ...
+    async def token_by_id(self, token_id: str) -> OperatorToken | None: ...
+    async def touch_tokens(self, used: Mapping[str, datetime]) -> None:
+        """Set ``last_used_at`` (batched by :class:`~moeconnect.token_usage.TokenUsage`)."""
+        ...
 
     # Change feed
     async def changes_since(self, after_id: int) -> list[Change]:

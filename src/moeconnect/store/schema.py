@@ -22,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     TypeDecorator,
     false,
     text,
@@ -114,6 +115,13 @@ operator_tokens = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("revoked_at", UTCDateTime(), nullable=True),
     Column("last_used_at", UTCDateTime(), nullable=True),
+    # Migration 0007 (issue 23). ``workspace_ids``: a JSON array of the workspace IDs the token
+    # is restricted to, NULL for every workspace. A column, not a child table: it comes with the
+    # row authentication reads anyway (no second query per request), and deleting a workspace
+    # can't empty the list and so silently widen the token to every workspace.
+    Column("role", String(8), nullable=False, server_default="admin"),
+    Column("workspace_ids", Text(), nullable=True),
+    Column("expires_at", UTCDateTime(), nullable=True),
 )
 
 # Every write that can change what the Test Connection endpoint answers appends a row here, in

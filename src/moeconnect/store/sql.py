@@ -9,7 +9,15 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import replace
@@ -17,6 +25,7 @@ from datetime import UTC, datetime
 from itertools import chain
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -33,6 +42,7 @@ from ..records import (
     Workspace,
     WorkspaceCredentials,
 )
+from ..roles import ROLES
 from ..timestamps import sqlite_text
 from .base import (
     CHANGES_PAGE,
@@ -117,8 +127,17 @@ def _api_key(row: Any) -> ApiKey:
 
 
 def _token(row: Any) -> OperatorToken:
+    ids = orjson.loads(row.workspace_ids) if row.workspace_ids is not None else None
     return OperatorToken(
-        row.id, row.name, row.hint, row.created_at, row.revoked_at, row.last_used_at
+        row.id,
+        row.name,
+        row.hint,
+        row.created_at,
+        row.revoked_at,
+        row.last_used_at,
+        row.role,
+        tuple(ids) if ids is not None else None,
+        row.expires_at,
     )
 
 
@@ -567,8 +586,11 @@ class SQLStore:
         after: str | None = None,
         dc: str | None = None,
         search: str | None = None,
+        only: Collection[str] | None = None,
     ) -> list[Workspace]:
         query = workspaces.select().order_by(workspaces.c.id).limit(limit)
+        if only is not None:  # a restricted operator token's workspaces (a short list)
+            query = query.where(workspaces.c.id.in_(sorted(only)))
         if after:
             query = query.where(workspaces.c.id > after)
         if dc:
@@ -801,16 +823,33 @@ class SQLStore:
 
     # -- operator tokens ----------------------------------------------------------------------
 
-    async def create_token(self, name: str, digest: bytes, hint: str) -> OperatorToken:
+    async def create_token(
+        self,
+        name: str,
+        digest: bytes,
+        hint: str,
+        *,
+        role: str = "admin",
+        workspace_ids: Sequence[str] | None = None,
+        expires_at: datetime | None = None,
+    ) -> OperatorToken:
         token_id = new_id("tok")
         now = _now()
+        ids = tuple(workspace_ids) if workspace_ids is not None else None
         async with self._conn(write=True) as conn:
             await conn.execute(
                 operator_tokens.insert().values(
-                    id=token_id, name=name, digest=digest, hint=hint, created_at=now
+                    id=token_id,
+                    name=name,
+                    digest=digest,
+                    hint=hint,
+                    created_at=now,
+                    role=role,
+                    workspace_ids=orjson.dumps(ids).decode() if ids is not None else None,
+                    expires_at=expires_at,
                 )
             )
-        return OperatorToken(token_id, name, hint, now, None, None)
+        return OperatorToken(token_id, name, hint, now, None, None, role, ids, expires_at)
 
     async def list_tokens(self) -> list[OperatorToken]:
         async with self._conn() as conn:
@@ -844,10 +883,7 @@ class SQLStore:
                 .where(operator_tokens.c.id == rows[0].id)
                 .values(revoked_at=now)
             )
-        token = _token(rows[0])
-        return OperatorToken(
-            token.id, token.name, token.hint, token.created_at, now, token.last_used_at
-        )
+        return replace(_token(rows[0]), revoked_at=now)
 
     async def token_by_digest(self, digest: bytes) -> OperatorToken | None:
         async with self._conn() as conn:
@@ -857,6 +893,31 @@ class SQLStore:
                 )
             ).first()
         return _token(row) if row else None
+
+    async def token_by_id(self, token_id: str) -> OperatorToken | None:
+        async with self._conn() as conn:
+            row = (
+                await conn.execute(operator_tokens.select().where(operator_tokens.c.id == token_id))
+            ).first()
+        return _token(row) if row else None
+
+    async def touch_tokens(self, used: Mapping[str, datetime]) -> None:
+        """Set ``last_used_at`` of each token to its time, never moving it back."""
+        if not used:
+            return
+        c = operator_tokens.c
+        statement = (
+            operator_tokens.update()
+            .where(
+                c.id == sa.bindparam("token_id"),
+                sa.or_(c.last_used_at.is_(None), c.last_used_at < sa.bindparam("used_at")),
+            )
+            .values(last_used_at=sa.bindparam("used_at"))
+        )
+        async with self._conn(write=True) as conn:
+            await conn.execute(
+                statement, [{"token_id": k, "used_at": v} for k, v in sorted(used.items())]
+            )
 
     # -- change feed --------------------------------------------------------------------------
 
@@ -1159,6 +1220,15 @@ class SQLStore:
             ).scalar()
             if bad_state:
                 problems.append(f"{bad_state} keys have an unknown state")
+            bad_role = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(operator_tokens)
+                    .where(operator_tokens.c.role.not_in(ROLES))
+                )
+            ).scalar()
+            if bad_role:
+                problems.append(f"{bad_role} operator tokens have an unknown role")
         return problems
 
     # -- bulk seeding (benchmarks, load tests) -----------------------------------------------
