@@ -147,7 +147,7 @@ class MoeconnectApp:
                 Route("/readyz", readyz),
                 Route("/metrics", metrics),
                 Route("/openapi.json", openapi),
-                Mount(ADMIN_PREFIX, app=AdminAPI(runtime.accounts)),
+                Mount(ADMIN_PREFIX, app=AdminAPI(runtime.accounts, runtime.client_address)),
                 *dashboard_routes(runtime),
             ],
             exception_handlers={HTTPException: _not_found, Exception: _internal},
