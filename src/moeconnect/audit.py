@@ -133,13 +133,7 @@ def dump(state: dict[str, Any] | None) -> str | None:
     """``state`` as the stored JSON text, every string checked for a pasted key."""
     if state is None:
         return None
-    return redact_keys(orjson.dumps(state, default=_iso).decode())
-
-
-def _iso(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    raise TypeError
+    return redact_keys(orjson.dumps(state, option=orjson.OPT_UTC_Z).decode())
 
 
 def workspace_state(ws: Workspace) -> dict[str, Any]:
