@@ -201,7 +201,7 @@ def describe(entry: AuditEntry) -> str:
             text += f"; replaced …{before.get('hint')} ({before.get('key_id')})"
             ends = after.get("previous_key_expires_at")
             if ends:
-                text += f", which works until {ends}"
+                text += f", which works until {_readable(ends)}"
         return text
     if action == "key.revoke":
         keys = before.get("keys") or []
@@ -215,3 +215,12 @@ def describe(entry: AuditEntry) -> str:
     if action == "dashboard.sign_in_failed" and after.get("unrecorded_before"):
         return f"{after['unrecorded_before']} earlier failures were not recorded"
     return ""
+
+
+def _readable(moment: object) -> str:
+    """An ISO time from before/after as people read it: ``05 Jan 2026, 10:00 UTC``."""
+    try:
+        parsed = datetime.fromisoformat(str(moment).replace("Z", "+00:00"))
+    except ValueError:
+        return str(moment)
+    return parsed.strftime("%d %b %Y, %H:%M UTC")

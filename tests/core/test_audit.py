@@ -78,7 +78,7 @@ def test_describe() -> None:
     )
     assert describe(rotate) == (
         "Rotated data key …wxyz (key_new); replaced …abcd (key_old), "
-        "which works until 2026-01-05T10:00:00Z"
+        "which works until 05 Jan 2026, 10:00 UTC"
     )
     assert describe(entry("key.revoke", {"keys": []}, {"revoked": 0}, "push")) == (
         "Revoked the push key: there was none"
