@@ -241,11 +241,17 @@ async def check(conn: AsyncConnection) -> list[str]:
         "changes (by change-feed ID) without an audit entry",
     )
     # The other way: an entry whose change is not there.
+    # An outer join, not NOT EXISTS: the change feed has no index on (workspace_id, at), and
+    # SQLite builds a temporary one for a join, not for the subquery (quadratic: 14 s for
+    # 20,000 entries).
+    feed = audit_log.outerjoin(changes, (ch.workspace_id == c.workspace_id) & (ch.at == c.at))
     await report(
-        sa.select(c.id).where(
+        sa.select(c.id)
+        .select_from(feed)
+        .where(
             c.workspace_id.is_not(None),
             c.action.like("workspace.%") | c.action.like("key.%"),
-            ~sa.exists(sa.select(ch.id).where(ch.workspace_id == c.workspace_id, ch.at == c.at)),
+            ch.id.is_(None),
         ),
         "audit entries (by ID) whose change is not in the change feed",
     )
