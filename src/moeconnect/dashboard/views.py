@@ -282,7 +282,7 @@ class Dashboard:
         options = self._cookie_options(request)
         response.set_cookie(SESSION_COOKIE, cookie, max_age=self.signer.lifetime, **options)
         response.delete_cookie(SIGNIN_COOKIE, **options)
-        log.info("dashboard sign-in", extra={"token_id": record.id})
+        log.info("dashboard sign-in", extra={"token_id": record.id, "client_ip": client_ip})
         return response
 
     async def sign_out(self, request: Request, session: Session) -> Response:
@@ -453,15 +453,19 @@ class Dashboard:
                 grace_choices=GRACE_CHOICES,
                 error=error,
             )
+        who = await self.audit(request, session)
         new = await self.runtime.accounts.generate_key(
-            workspace.id,
-            scope,
-            GRACE_CHOICES[grace_choice][1],
-            audit=await self.audit(request, session),
+            workspace.id, scope, GRACE_CHOICES[grace_choice][1], audit=who
         )
         log.info(
             "dashboard: key generated",
-            extra={"workspace_id": workspace.id, "scope": scope, "key_id": new.rotation.key.id},
+            extra={
+                "workspace_id": workspace.id,
+                "scope": scope,
+                "key_id": new.rotation.key.id,
+                "token_id": who.actor_id,
+                "client_ip": who.client_ip,
+            },
         )
         return self.render(
             request,
@@ -489,10 +493,17 @@ class Dashboard:
     async def revoke(self, request: Request, session: Session) -> Response:
         workspace = await self._workspace(request)
         scope = self._scope(request)
-        await self.runtime.accounts.revoke_key(
-            workspace.id, scope, audit=await self.audit(request, session)
+        who = await self.audit(request, session)
+        await self.runtime.accounts.revoke_key(workspace.id, scope, audit=who)
+        log.info(
+            "dashboard: key revoked",
+            extra={
+                "workspace_id": workspace.id,
+                "scope": scope,
+                "token_id": who.actor_id,
+                "client_ip": who.client_ip,
+            },
         )
-        log.info("dashboard: key revoked", extra={"workspace_id": workspace.id, "scope": scope})
         return RedirectResponse(
             f"{PREFIX}/workspaces/{quote(workspace.id)}?done=revoked-{scope}", status_code=303
         )
