@@ -30,6 +30,7 @@ COMMANDS = [
     ("token", "revoke"),
     ("db", "upgrade"),
     ("db", "check"),
+    ("audit",),
 ]
 
 

@@ -1,7 +1,9 @@
 """Workspaces, keys and operator tokens: the operations the CLI, admin API and dashboard share.
 
 Validation lives here, once; the shells only translate input and render output. Plaintext keys
-and tokens exist only in the return value of the call that made them.
+and tokens exist only in the return value of the call that made them. Every change takes an
+``audit`` context (who, which channel, which client address) that the store records in the
+change's own transaction; without one, the context the Accounts was made with is used.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from .audit import AuditContext
 from .dcs import DEFAULT_DCS, normalise_region
 from .digests import key_digest, token_digest
 from .durations import MAX_GRACE, format_duration
@@ -87,12 +90,22 @@ class Accounts:
     """The account operations over one store and one server secret."""
 
     def __init__(
-        self, store: Store, secret: bytes, known_dcs: tuple[str, ...] = DEFAULT_DCS
+        self,
+        store: Store,
+        secret: bytes,
+        known_dcs: tuple[str, ...] = DEFAULT_DCS,
+        audit: AuditContext | None = None,
     ) -> None:
         self.store = store
         self._secret = secret
         self.known_dcs = known_dcs
         self.token_usage = TokenUsage(store)
+        # Who changes are recorded as when a call names nobody: the CLI makes its Accounts
+        # with AuditContext.cli(); the server's shells pass each request's own context.
+        self.audit = audit or AuditContext.library()
+
+    def _who(self, audit: AuditContext | None) -> AuditContext:
+        return audit or self.audit
 
     def digest(self, key: str) -> bytes:
         return key_digest(self._secret, key)
@@ -108,18 +121,43 @@ class Accounts:
         return canonical
 
     async def create_workspace(
-        self, name: str, dc: str = "01", workspace_id: str | None = None
+        self,
+        name: str,
+        dc: str = "01",
+        workspace_id: str | None = None,
+        *,
+        audit: AuditContext | None = None,
     ) -> Workspace:
         if workspace_id is not None and not WORKSPACE_ID_PATTERN.match(workspace_id):
             raise InvalidInput(
                 "a workspace ID must be 1 to 64 characters of letters, digits, '_' and '-'"
             )
         return await self.store.create_workspace(
-            workspace_id or new_workspace_id(), check_name(name), self.check_dc(dc)
+            workspace_id or new_workspace_id(),
+            check_name(name),
+            self.check_dc(dc),
+            audit=self._who(audit),
         )
 
-    async def rename_workspace(self, workspace_id: str, name: str) -> Workspace:
-        return await self.store.rename_workspace(workspace_id, check_name(name))
+    async def rename_workspace(
+        self, workspace_id: str, name: str, *, audit: AuditContext | None = None
+    ) -> Workspace:
+        return await self.store.rename_workspace(
+            workspace_id, check_name(name), audit=self._who(audit)
+        )
+
+    async def set_workspace_status(
+        self, workspace_id: str, status: str, *, audit: AuditContext | None = None
+    ) -> Workspace:
+        """Suspend (``suspended``) or resume (``active``) a workspace."""
+        if status not in ("active", "suspended"):
+            raise InvalidInput(f"unknown workspace status {status!r}; use active or suspended")
+        return await self.store.set_workspace_status(workspace_id, status, audit=self._who(audit))
+
+    async def delete_workspace(
+        self, workspace_id: str, *, audit: AuditContext | None = None
+    ) -> None:
+        await self.store.delete_workspace(workspace_id, audit=self._who(audit))
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -135,23 +173,41 @@ class Accounts:
         return grace
 
     async def generate_key(
-        self, workspace_id: str, scope: str = "data", grace: timedelta | None = None
+        self,
+        workspace_id: str,
+        scope: str = "data",
+        grace: timedelta | None = None,
+        *,
+        audit: AuditContext | None = None,
     ) -> NewKey:
         """Generate a key; a previous one ends now, or after ``grace``."""
         key = generate_key(_check_scope(scope))
-        return NewKey(key, await self._store(workspace_id, scope, key, "generated", grace))
+        stored = await self._store(workspace_id, scope, key, "generated", grace, audit)
+        return NewKey(key, stored)
 
     async def import_key(
-        self, workspace_id: str, key: str, scope: str = "data", grace: timedelta | None = None
+        self,
+        workspace_id: str,
+        key: str,
+        scope: str = "data",
+        grace: timedelta | None = None,
+        *,
+        audit: AuditContext | None = None,
     ) -> RotationResult:
         """Store a key made elsewhere (fixtures, migrations); the caller already has it."""
         _check_scope(scope)
         if problem := validate_imported_key(key):
             raise InvalidInput(problem)
-        return await self._store(workspace_id, scope, key, "imported", grace)
+        return await self._store(workspace_id, scope, key, "imported", grace, audit)
 
     async def _store(
-        self, workspace_id: str, scope: str, key: str, origin: str, grace: timedelta | None
+        self,
+        workspace_id: str,
+        scope: str,
+        key: str,
+        origin: str,
+        grace: timedelta | None,
+        audit: AuditContext | None,
     ) -> RotationResult:
         grace = self.check_grace(grace)
         now = datetime.now(UTC)
@@ -163,10 +219,15 @@ class Accounts:
             origin,
             now=now,
             previous_expires_at=now + grace if grace else None,
+            audit=self._who(audit),
         )
 
-    async def revoke_key(self, workspace_id: str, scope: str = "data") -> int:
-        return await self.store.revoke_key(workspace_id, _check_scope(scope), now=datetime.now(UTC))
+    async def revoke_key(
+        self, workspace_id: str, scope: str = "data", *, audit: AuditContext | None = None
+    ) -> int:
+        return await self.store.revoke_key(
+            workspace_id, _check_scope(scope), now=datetime.now(UTC), audit=self._who(audit)
+        )
 
     async def list_keys(self, workspace_id: str) -> list[ApiKey]:
         return await self.store.list_keys(workspace_id)
@@ -180,6 +241,7 @@ class Accounts:
         role: str = DEFAULT_ROLE,
         workspace_ids: Sequence[str] | None = None,
         expires_in: timedelta | None = None,
+        audit: AuditContext | None = None,
     ) -> NewToken:
         """A new operator token with ``role``, optionally restricted to ``workspace_ids`` (which
         need not exist yet) and expiring ``expires_in`` from now."""
@@ -205,8 +267,14 @@ class Accounts:
             role=role,
             workspace_ids=ids,
             expires_at=expires_at,
+            audit=self._who(audit),
         )
         return NewToken(token, record)
+
+    async def revoke_token(
+        self, token_id_or_name: str, *, audit: AuditContext | None = None
+    ) -> OperatorToken:
+        return await self.store.revoke_token(token_id_or_name, audit=self._who(audit))
 
     async def authenticate_token(self, token: str) -> OperatorToken | None:
         """The usable (not revoked, not expired) operator token matching ``token``, looked up by
@@ -233,7 +301,7 @@ class Accounts:
     async def seed_batch(self, count: int, dc: str = "01", start: int = 0) -> list[tuple[str, str]]:
         """Create ``count`` workspaces, each with a Data key; returns ``(workspace_id, key)``."""
         items, credentials = self.seed_rows(count, dc, start)
-        await self.store.seed_workspaces(items)
+        await self.store.seed_workspaces(items, audit=self.audit)
         return credentials
 
     def seed_rows(

@@ -125,6 +125,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     log_level: str = "info"
     record_retention: str = "30d"  # how long the connection record keeps attempts
+    audit_retention: str = "365d"  # how long the audit log keeps entries
     # Shared by every instance: carries cache invalidations now, rate-limit counters later.
     redis_url: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
@@ -152,5 +153,6 @@ class Settings:
             trusted_proxies=proxies,
             log_level=(env.get("MOECONNECT_LOG_LEVEL") or "info").lower(),
             record_retention=env.get("MOECONNECT_RECORD_RETENTION") or "30d",
+            audit_retention=env.get("MOECONNECT_AUDIT_RETENTION") or "365d",
             redis_url=_redis_url(env.get("MOECONNECT_REDIS")),
         )

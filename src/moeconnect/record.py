@@ -38,12 +38,14 @@ __all__ = [
     "ConnectionRecorder",
     "SuccessCounter",
     "aggregate_key",
+    "parse_audit_retention",
     "parse_retention",
 ]
 
 log = logging.getLogger("moeconnect.record")
 
 DEFAULT_RETENTION = timedelta(days=30)
+DEFAULT_AUDIT_RETENTION = timedelta(days=365)
 RATE_LIMITED = "RATE_LIMITED"
 _AGGREGATED = frozenset((SUCCESS, STALE_SUCCESS))
 # How many successes' combinations _news() remembers before starting again. Forgetting one only
@@ -83,6 +85,20 @@ def parse_retention(text: str | None) -> timedelta:
         raise ConfigError(f"record retention: {err}") from None
     if value < timedelta(minutes=1):
         raise ConfigError(f"record retention must be at least 1m, not {text!r}")
+    return value
+
+
+def parse_audit_retention(text: str | None) -> timedelta:
+    """``MOECONNECT_AUDIT_RETENTION`` / ``--audit-retention``: how long audit entries stay
+    (default 365d, at least 1d); older ones go in the same hourly prune as the record's."""
+    if not text:
+        return DEFAULT_AUDIT_RETENTION
+    try:
+        value = parse_duration(text)
+    except ValueError as err:
+        raise ConfigError(f"audit retention: {err}") from None
+    if value < timedelta(days=1):
+        raise ConfigError(f"audit retention must be at least 1d, not {text!r}")
     return value
 
 
@@ -254,9 +270,12 @@ class ConnectionRecorder:
         batch_size: int = 1024,
         max_pending: int = 200_000,
         prune_interval: float = 3600.0,
+        audit_retention: timedelta | None = DEFAULT_AUDIT_RETENTION,
     ) -> None:
         self.store = store
         self.retention = retention
+        # The audit log's retention: pruned by the same task, on the same schedule.
+        self.audit_retention = audit_retention
         self.flush_interval = flush_interval
         self.aggregate_interval = aggregate_interval
         self.aggregate_rate = aggregate_rate
@@ -627,7 +646,19 @@ class ConnectionRecorder:
                 self.written += row.count
 
     async def prune(self) -> int:
-        """Delete rows older than the retention period; returns how many went."""
+        """Delete rows older than the retention period; returns how many went.
+
+        Audit entries older than :attr:`audit_retention` go too: the only deletion the audit
+        log knows.
+        """
+        if self.audit_retention is not None:
+            try:
+                entries = await self.store.prune_audit(datetime.now(UTC) - self.audit_retention)
+            except Exception as err:  # the writer's loop must outlive any failure here
+                log.warning("audit log prune failed", extra={"error": str(err)[:200]})
+            else:
+                if entries:
+                    log.info("audit log pruned", extra={"entries": entries})
         try:
             removed = await self.store.prune_attempts(datetime.now(UTC) - self.retention)
         except Exception as err:  # the writer's loop must outlive any failure here

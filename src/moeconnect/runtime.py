@@ -17,7 +17,7 @@ from .invalidation import RedisInvalidation, redis_client
 from .metrics import Metrics
 from .proxies import ClientAddress
 from .ratelimit import LimitConfig, RateLimiter
-from .record import ConnectionRecorder, parse_retention
+from .record import ConnectionRecorder, parse_audit_retention, parse_retention
 from .store import Store, open_store
 
 __all__ = ["Runtime"]
@@ -46,8 +46,11 @@ class Runtime:
             self.store.add_change_listener(self.invalidation.on_change)
         self.client_address = ClientAddress(settings.trusted_proxies)
         # The connection record: record() is O(1); a background task writes in batches.
+        # Its hourly prune also applies the audit log's retention.
         self.recorder = ConnectionRecorder(
-            self.store, retention=parse_retention(settings.record_retention)
+            self.store,
+            retention=parse_retention(settings.record_retention),
+            audit_retention=parse_audit_retention(settings.audit_retention),
         )
         # Abuse limits (SPEC 5): in Redis when configured (own short-timeout pool, so a slow
         # Redis falls back to memory quickly), else in this process's memory.

@@ -28,6 +28,7 @@ ROUTES: list[tuple[str, str, dict[str, object] | None]] = [
     ("POST", "/workspaces/{wid}/keys/revoke", {}),
     ("GET", "/workspaces/{wid}/attempts", None),
     ("GET", "/workspaces/{wid}/sources", None),
+    ("GET", "/audit", None),
 ]
 
 

@@ -327,3 +327,67 @@ def test_a_read_token_sees_no_form_it_cannot_use(
         assert connect(server, workspace_id, key, "segment").status_code == 200
     finally:
         context.close()
+
+
+def test_audit_page_in_the_browser(dashboard_server: MoeconnectServer, browser: object) -> None:
+    """Issue 23: the workspace's Audit page lists every change — from the dashboard, the CLI and
+    the admin API — with who made it, through which channel and from where; never a key."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    server = dashboard_server
+    token = create_token(server, "Dana (support)")
+    context = browser.new_context(viewport={"width": 1200, "height": 860})
+    page: Page = context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        page.goto(server.base_url + "/dashboard/workspaces/new")
+        page.get_by_label("Operator token").fill(token)
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_label("Name").fill("Audit Co")
+        page.get_by_role("button", name="Create workspace").click()
+        workspace_id = page.get_by_label("Workspace ID (App ID)", exact=True).input_value()
+        page.get_by_role("link", name="Generate key for Data").click()
+        page.get_by_role("button", name="Generate key").click()
+        key = page.get_by_label("Data API key", exact=True).input_value()
+        # Changes through the other channels: the CLI, and the admin API with a robot's token.
+        renamed = server.cli("workspace", "rename", workspace_id, "Audit Co Ltd")
+        assert renamed.returncode == 0, renamed.stderr
+        robot = create_token(server, "deploy-bot")
+        rotated = httpx.post(
+            f"{server.base_url}/admin/v1/workspaces/{workspace_id}/keys",
+            json={"grace": "24h"},
+            headers={"Authorization": f"Bearer {robot}"},
+            timeout=15,
+        )
+        assert rotated.status_code == 201, rotated.text
+
+        page.goto(server.base_url + f"/dashboard/workspaces/{workspace_id}")
+        page.get_by_role("link", name="Audit log").click()
+        expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
+        table = page.get_by_role("table", name="Changes to this workspace, newest first")
+        rows = table.locator("tbody tr")
+        expect(rows).to_have_count(4)
+        expect(rows.nth(0)).to_contain_text("key.rotate")
+        expect(rows.nth(0)).to_contain_text("deploy-bot")
+        expect(rows.nth(0)).to_contain_text("admin-api")
+        expect(rows.nth(1)).to_contain_text("workspace.rename")
+        expect(rows.nth(1)).to_contain_text("cli:")
+        expect(rows.nth(1)).to_contain_text("Renamed “Audit Co” → “Audit Co Ltd”")
+        expect(rows.nth(2)).to_contain_text("key.generate")
+        expect(rows.nth(3)).to_contain_text("workspace.create")
+        for row in (2, 3):
+            expect(rows.nth(row)).to_contain_text("Dana (support)")
+            expect(rows.nth(row)).to_contain_text("dashboard")
+            expect(rows.nth(row)).to_contain_text("127.0.0.1")
+        html = page.content()
+        assert key not in html and token not in html and robot not in html
+        assert key[-4:] in html  # the hint, as everywhere else
+        page.screenshot(path=SCREENSHOTS / "dashboard-audit.png", full_page=True)
+
+        # At phone width the table still fits.
+        page.set_viewport_size({"width": 375, "height": 812})
+        page.reload()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    finally:
+        context.close()

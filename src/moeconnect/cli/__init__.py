@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .audit import audit
 from .check import check
 from .db import db
 from .keys import key
@@ -23,7 +24,7 @@ def cli() -> None:
     """moeconnect: MoEngage's Test Connection API and the credential system behind it."""
 
 
-for command in (serve, workspace, key, token, db, seed, check, log, sources):
+for command in (serve, workspace, key, token, db, seed, check, log, sources, audit):
     cli.add_command(command)
 
 

@@ -19,6 +19,7 @@ import click
 import orjson
 
 from ..accounts import Accounts, InvalidInput
+from ..audit import AuditContext
 from ..config import DEFAULT_DB, ConfigError, load_secret
 from ..record_views import iso
 from ..store import Conflict, NotFound, Store, StoreUnavailable, open_store
@@ -93,7 +94,8 @@ async def _with_store(
     try:
         if migrate:
             await store.migrate()
-        accounts = Accounts(store, load_secret(db_url))
+        # Every change a command makes is recorded as ``cli:<OS user>`` (channel cli).
+        accounts = Accounts(store, load_secret(db_url), audit=AuditContext.cli())
         return await action(accounts)
     finally:
         await store.close()

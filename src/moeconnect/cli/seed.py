@@ -60,7 +60,10 @@ def seed(count: int, dc: str, credentials_out: Path, db_url: str, as_json: bool)
                 items, pairs = accounts.seed_rows(size, dc, start=written)
                 if writing is not None:
                     await committed(writing)
-                writing = (asyncio.create_task(accounts.store.seed_workspaces(items)), pairs)
+                task = asyncio.create_task(
+                    accounts.store.seed_workspaces(items, audit=accounts.audit)
+                )
+                writing = (task, pairs)
                 written += size
             if writing is not None:
                 await committed(writing)

@@ -11,7 +11,7 @@ from ..dcs import DEFAULT_DCS, parse_dc_list
 from ..ratelimit import DEFAULTS as LIMIT_DEFAULTS
 from ..ratelimit import ENV as LIMIT_ENV
 from ..ratelimit import LimitConfig
-from ..record import parse_retention
+from ..record import parse_audit_retention, parse_retention
 from ..store import open_store
 from ._common import db_option, fail, run
 
@@ -67,6 +67,14 @@ __all__ = ["serve"]
     help="How long the connection record keeps attempts (e.g. 7d, 90d); older ones are pruned.",
 )
 @click.option(
+    "--audit-retention",
+    envvar="MOECONNECT_AUDIT_RETENTION",
+    default="365d",
+    show_default=True,
+    help="How long the audit log keeps entries (at least 1d); older ones are pruned. "
+    "env MOECONNECT_AUDIT_RETENTION.",
+)
+@click.option(
     "--limit-failed-per-ip",
     envvar=LIMIT_ENV["failed_per_ip"],
     default=LIMIT_DEFAULTS["failed_per_ip"],
@@ -102,6 +110,7 @@ def serve(
     redis_url: str | None,
     cache_ttl: float,
     record_retention: str,
+    audit_retention: str,
     limit_failed_per_ip: str,
     limit_failed_per_workspace: str,
     limit_per_workspace: str,
@@ -139,6 +148,11 @@ def serve(
     except ConfigError as err:
         fail(f"--record-retention: {err}", 2)
     os.environ["MOECONNECT_RECORD_RETENTION"] = record_retention
+    try:
+        parse_audit_retention(audit_retention)
+    except ConfigError as err:
+        fail(f"--audit-retention: {err}", 2)
+    os.environ["MOECONNECT_AUDIT_RETENTION"] = audit_retention
     os.environ["MOECONNECT_CACHE_TTL"] = repr(cache_ttl)
     limits = {
         "failed_per_ip": limit_failed_per_ip,

@@ -150,7 +150,7 @@ def revoke(token_id_or_name: str, db_url: str, as_json: bool) -> None:
     """Revoke an operator token by its ID or name."""
 
     async def action(accounts: Accounts) -> OperatorToken:
-        return await accounts.store.revoke_token(token_id_or_name)
+        return await accounts.revoke_token(token_id_or_name)
 
     item = with_accounts(db_url, action)
     if as_json:

@@ -123,7 +123,7 @@ def _status_command(command_name: str, status: str, doc: str) -> None:
     @json_option
     def command(workspace_id: str, db_url: str, as_json: bool) -> None:
         async def action(accounts: Accounts) -> Workspace:
-            return await accounts.store.set_workspace_status(workspace_id, status)
+            return await accounts.set_workspace_status(workspace_id, status)
 
         _show(with_accounts(db_url, action), as_json)
 
@@ -145,7 +145,7 @@ def delete(workspace_id: str, yes: bool, db_url: str, as_json: bool) -> None:
         )
 
     async def action(accounts: Accounts) -> None:
-        await accounts.store.delete_workspace(workspace_id)
+        await accounts.delete_workspace(workspace_id)
 
     with_accounts(db_url, action)
     if as_json:

@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..accounts import InvalidInput
+from ..audit import AuditContext, SignInFailures, describe
 from ..http.bodies import DASHBOARD_MAX_BODY
 from ..keys import SCOPES
 from ..records import ApiKey, OperatorToken, Workspace
@@ -114,6 +115,7 @@ def _environment() -> Environment:
     env.filters["short"] = lambda v: v.astimezone(UTC).strftime("%d %b %H:%M") if v else "—"
     env.filters["iso"] = lambda v: v.astimezone(UTC).isoformat() if v else ""
     env.globals["outcome_class"] = outcome_class
+    env.filters["describe"] = describe
     return env
 
 
@@ -124,6 +126,8 @@ class Dashboard:
         self.runtime = runtime
         self.signer = SessionSigner(runtime.secret)
         self.env = _environment()
+        # Failed sign-ins need no credentials: only so many a minute get an audit entry.
+        self.sign_in_failures = SignInFailures()
 
     # -- rendering ----------------------------------------------------------------------------
 
@@ -190,6 +194,15 @@ class Dashboard:
             return None
         request.state.operator = operator
         return session
+
+    def client_ip(self, request: Request) -> str | None:
+        """The client's address: the peer, or X-Forwarded-For behind a trusted proxy."""
+        peer = request.client.host if request.client else None
+        return self.runtime.client_address.resolve(peer, request.headers.get("x-forwarded-for"))
+
+    async def audit(self, request: Request, session: Session) -> AuditContext:
+        """What a change made in this request is recorded as: the session's token, from here."""
+        return AuditContext.token(_operator(request), "dashboard", self.client_ip(request))
 
     def signed_in(
         self, handler: Handler, permission: Permission = Permission.READ
@@ -281,10 +294,22 @@ class Dashboard:
                 "The sign-in form expired. Paste your operator token again.",
             )
         token = form.get("token")
+        client_ip = self.client_ip(request)
         try:
             record = await self.runtime.accounts.authenticate_token(
                 token.strip() if isinstance(token, str) else ""
             )
+            # Recorded before the session exists: no sign-in goes unaudited. A failure names
+            # no one (never the text submitted), and only so many are written a minute.
+            if record is not None:
+                who = AuditContext.token(record, "dashboard", client_ip)
+                await self.runtime.store.add_audit(who, "dashboard.sign_in", target=record.id)
+            elif (unrecorded := self.sign_in_failures.admit(client_ip)) is not None:
+                await self.runtime.store.add_audit(
+                    AuditContext.anonymous("dashboard", client_ip),
+                    "dashboard.sign_in_failed",
+                    after={"unrecorded_before": unrecorded} if unrecorded else None,
+                )
         except StoreError:
             return self._sign_in_form(
                 request, pre, 503, "The store can't be reached right now; try again in a moment."
@@ -302,7 +327,7 @@ class Dashboard:
         options = self._cookie_options(request)
         response.set_cookie(SESSION_COOKIE, cookie, max_age=self.signer.lifetime, **options)
         response.delete_cookie(SIGNIN_COOKIE, **options)
-        log.info("dashboard sign-in", extra={"token_id": record.id})
+        log.info("dashboard sign-in", extra={"token_id": record.id, "client_ip": client_ip})
         return response
 
     async def sign_out(self, request: Request, session: Session) -> Response:
@@ -380,7 +405,9 @@ class Dashboard:
         form = await _form(request)
         name, dc = _text(form, "name"), _text(form, "dc")
         try:
-            workspace = await self.runtime.accounts.create_workspace(name, dc or "01")
+            workspace = await self.runtime.accounts.create_workspace(
+                name, dc or "01", audit=await self.audit(request, session)
+            )
         except (InvalidInput, Conflict) as err:
             return self._new_workspace_form(request, session, 400, str(err), name, dc)
         return RedirectResponse(
@@ -420,6 +447,31 @@ class Dashboard:
         activity = await load_activity(self.runtime.store, workspace.id, now, recent=50)
         return self.render(
             request, "activity.html", session=session, workspace=workspace, activity=activity
+        )
+
+    async def audit_page(self, request: Request, session: Session) -> Response:
+        """The workspace's audit log, newest first, :data:`PAGE_SIZE` entries a page."""
+        workspace = await self._workspace(request)
+        cursor = request.query_params.get("before") or None
+        try:
+            page = await self.runtime.store.list_audit(
+                workspace_id=workspace.id, limit=PAGE_SIZE, cursor=cursor
+            )
+        except ValueError:
+            raise NotFound("That page of the audit log does not exist.") from None
+        older = ""
+        if page.next_cursor:
+            older = f"{PREFIX}/workspaces/{quote(workspace.id)}/audit?" + urlencode(
+                {"before": page.next_cursor}
+            )
+        return self.render(
+            request,
+            "audit.html",
+            session=session,
+            workspace=workspace,
+            entries=page.items,
+            older=older,
+            paged=cursor is not None,
         )
 
     # -- keys ---------------------------------------------------------------------------------
@@ -472,12 +524,19 @@ class Dashboard:
                 grace_choices=GRACE_CHOICES,
                 error=error,
             )
+        who = await self.audit(request, session)
         new = await self.runtime.accounts.generate_key(
-            workspace.id, scope, GRACE_CHOICES[grace_choice][1]
+            workspace.id, scope, GRACE_CHOICES[grace_choice][1], audit=who
         )
         log.info(
             "dashboard: key generated",
-            extra={"workspace_id": workspace.id, "scope": scope, "key_id": new.rotation.key.id},
+            extra={
+                "workspace_id": workspace.id,
+                "scope": scope,
+                "key_id": new.rotation.key.id,
+                "token_id": who.actor_id,
+                "client_ip": who.client_ip,
+            },
         )
         return self.render(
             request,
@@ -505,8 +564,17 @@ class Dashboard:
     async def revoke(self, request: Request, session: Session) -> Response:
         workspace = await self._workspace(request)
         scope = self._scope(request)
-        await self.runtime.accounts.revoke_key(workspace.id, scope)
-        log.info("dashboard: key revoked", extra={"workspace_id": workspace.id, "scope": scope})
+        who = await self.audit(request, session)
+        await self.runtime.accounts.revoke_key(workspace.id, scope, audit=who)
+        log.info(
+            "dashboard: key revoked",
+            extra={
+                "workspace_id": workspace.id,
+                "scope": scope,
+                "token_id": who.actor_id,
+                "client_ip": who.client_ip,
+            },
+        )
         return RedirectResponse(
             f"{PREFIX}/workspaces/{quote(workspace.id)}?done=revoked-{scope}", status_code=303
         )
@@ -536,6 +604,7 @@ class Dashboard:
             ),
             Route(ws, guard(self.workspace), methods=["GET"]),
             Route(ws + "/activity", guard(self.activity), methods=["GET"]),
+            Route(ws + "/audit", guard(self.audit_page), methods=["GET"]),
             Route(key + "/generate", guard(self.generate_page, keys), methods=["GET"]),
             Route(key + "/generate", guard(self.generate, keys), methods=["POST"]),
             Route(key + "/revoke", guard(self.revoke_page, keys), methods=["GET"]),

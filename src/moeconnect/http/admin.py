@@ -22,8 +22,11 @@ from starlette.responses import Response
 from starlette.routing import Route, Router
 
 from ..accounts import Accounts, InvalidInput
+from ..audit import AuditContext
+from ..audit_views import audit_json
 from ..durations import parse_duration
 from ..keys import SCOPES, WORKSPACE_ID_PATTERN
+from ..proxies import ClientAddress
 from ..record_views import attempt_json, iso, key_json, summary_json, workspace_json
 from ..records import OperatorToken
 from ..request_ids import request_id_from
@@ -55,11 +58,13 @@ class _Forbidden(Exception):
 
 
 class _Context:
-    __slots__ = ("request_id", "token")
+    __slots__ = ("audit", "request_id", "token")
 
-    def __init__(self, request_id: str, token: OperatorToken) -> None:
+    def __init__(self, request_id: str, token: OperatorToken, client_ip: str | None) -> None:
         self.request_id = request_id
         self.token = token
+        # What every change made with this request is recorded as in the audit log.
+        self.audit = AuditContext.token(token, "admin-api", client_ip)
 
 
 def _headers(request_id: str) -> dict[str, str]:
@@ -218,8 +223,11 @@ def _needs(permission: Permission, handler: Handler) -> Handler:
 class AdminAPI:
     """The ``/admin/v1`` ASGI app: authentication first, then the routes."""
 
-    def __init__(self, accounts: Accounts) -> None:
+    def __init__(self, accounts: Accounts, client_address: ClientAddress | None = None) -> None:
         self.accounts = accounts
+        # The client IP the audit log records: the peer, or X-Forwarded-For behind a trusted
+        # proxy, resolved as the Test Connection endpoint resolves it.
+        self.client_address = client_address or ClientAddress()
         read, workspaces, keys = Permission.READ, Permission.WORKSPACES, Permission.KEYS
         # Every route names what its token's role must allow (moeconnect.roles).
         routes = [
@@ -236,6 +244,7 @@ class AdminAPI:
             ("/workspaces/{workspace_id}/keys/revoke", self.revoke_key, "POST", keys),
             ("/workspaces/{workspace_id}/attempts", self.list_attempts, "GET", read),
             ("/workspaces/{workspace_id}/sources", self.sources, "GET", read),
+            ("/audit", self.audit, "GET", read),
         ]
         # One route per path, so a wrong method is answered with every method the path allows.
         by_path: dict[str, dict[str, Handler]] = {}
@@ -303,7 +312,9 @@ class AdminAPI:
             request_id = request_id_from(request.headers.get("x-request-id", "").encode())[0]
             if (denied := await self._authenticated(request, request_id)) is not None:
                 return denied
-            context = _Context(request_id, request.state.operator)
+            peer = request.client.host if request.client else None
+            client_ip = self.client_address.resolve(peer, request.headers.get("x-forwarded-for"))
+            context = _Context(request_id, request.state.operator, client_ip)
             try:
                 response = await handler(request, context)
             except (_Invalid, InvalidInput) as err:
@@ -323,6 +334,7 @@ class AdminAPI:
                     extra={
                         "request_id": request_id,
                         "operator_token_id": context.token.id,
+                        "client_ip": context.audit.client_ip,
                         "method": request.method,
                         "path": request.url.path,
                         "status": response.status_code,
@@ -348,6 +360,7 @@ class AdminAPI:
             name,
             _string(body, "dc", default=self.accounts.known_dcs[0]) or "",
             _string(body, "workspace_id"),
+            audit=ctx.audit,
         )
         return _json(workspace_json(workspace), ctx.request_id, 201)
 
@@ -388,11 +401,13 @@ class AdminAPI:
         _only(body, ("name",))
         name = _string(body, "name", required=True)
         assert name is not None
-        workspace = await self.accounts.rename_workspace(workspace_id, name)
+        workspace = await self.accounts.rename_workspace(workspace_id, name, audit=ctx.audit)
         return _json(workspace_json(workspace), ctx.request_id)
 
     async def _set_status(self, request: Request, ctx: _Context, status: str) -> Response:
-        workspace = await self.store.set_workspace_status(_workspace_id(request), status)
+        workspace = await self.accounts.set_workspace_status(
+            _workspace_id(request), status, audit=ctx.audit
+        )
         return _json(workspace_json(workspace), ctx.request_id)
 
     async def suspend(self, request: Request, ctx: _Context) -> Response:
@@ -402,7 +417,7 @@ class AdminAPI:
         return await self._set_status(request, ctx, "active")
 
     async def delete_workspace(self, request: Request, ctx: _Context) -> Response:
-        await self.store.delete_workspace(_workspace_id(request))
+        await self.accounts.delete_workspace(_workspace_id(request), audit=ctx.audit)
         return Response(status_code=204, headers=_headers(ctx.request_id))
 
     # -- keys ----------------------------------------------------------------------------------
@@ -422,7 +437,7 @@ class AdminAPI:
         scope = _scope(_string(body, "scope"))
         grace = _grace(_string(body, "grace"))
         try:
-            new = await self.accounts.generate_key(workspace_id, scope, grace)
+            new = await self.accounts.generate_key(workspace_id, scope, grace, audit=ctx.audit)
         except Conflict:
             raise Conflict(_RACE) from None
         rotation = new.rotation
@@ -443,7 +458,9 @@ class AdminAPI:
         scope = _scope(_string(body, "scope"))
         grace = _grace(_string(body, "grace"))
         try:
-            rotation = await self.accounts.import_key(workspace_id, key, scope, grace)
+            rotation = await self.accounts.import_key(
+                workspace_id, key, scope, grace, audit=ctx.audit
+            )
         except Conflict:
             raise Conflict(_RACE) from None
         document = {
@@ -458,7 +475,7 @@ class AdminAPI:
         body = await _body(request, optional=True)
         _only(body, ("scope",))
         scope = _scope(_string(body, "scope"))
-        revoked = await self.accounts.revoke_key(workspace_id, scope)
+        revoked = await self.accounts.revoke_key(workspace_id, scope, audit=ctx.audit)
         return _json(
             {"workspace_id": workspace_id, "scope": scope, "revoked": revoked}, ctx.request_id
         )
@@ -501,6 +518,38 @@ class AdminAPI:
         summary = await self.store.source_summary(workspace_id)
         return _json(
             {"workspace_id": workspace_id, "sources": [summary_json(s) for s in summary]},
+            ctx.request_id,
+        )
+
+    # -- the audit log -------------------------------------------------------------------------
+
+    async def audit(self, request: Request, ctx: _Context) -> Response:
+        """The audit log, newest first; filtered by workspace, time and action."""
+        limit = _limit(request)
+        workspace_id = _text_param(request, "workspace_id", 64)
+        if workspace_id is not None and not WORKSPACE_ID_PATTERN.match(workspace_id):
+            raise _Invalid("The parameter workspace_id is not a workspace ID.")
+        if ctx.token.workspace_ids is not None:
+            # A restricted token reads its own workspaces' entries, never the tokens' or the
+            # sign-ins' (which belong to no workspace).
+            if workspace_id is None:
+                raise _Forbidden(
+                    "This operator token is restricted to some workspaces; "
+                    "read the audit log of one of them with workspace_id."
+                )
+            if not sees(ctx.token, workspace_id):
+                raise NotFound(f"No workspace has ID {workspace_id!r}.")
+        action = _text_param(request, "action", 40)
+        since = _moment(request, "since")
+        cursor = _text_param(request, "cursor", 40)
+        try:
+            page = await self.store.list_audit(
+                workspace_id=workspace_id, action=action, since=since, limit=limit, cursor=cursor
+            )
+        except ValueError as err:  # a cursor this API did not hand out, or an unknown action
+            raise _Invalid(_sentence(str(err))) from None
+        return _json(
+            {"items": [audit_json(e) for e in page.items], "next_cursor": page.next_cursor},
             ctx.request_id,
         )
 

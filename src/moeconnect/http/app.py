@@ -176,7 +176,7 @@ class MoeconnectApp:
                 Route("/readyz", readyz),
                 Route("/metrics", metrics),
                 Route("/openapi.json", openapi),
-                Mount(ADMIN_PREFIX, app=AdminAPI(runtime.accounts)),
+                Mount(ADMIN_PREFIX, app=AdminAPI(runtime.accounts, runtime.client_address)),
                 *dashboard_routes(runtime),
             ],
             exception_handlers={

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
+from ..audit import AuditContext, AuditPage
 from ..records import (
     ApiKey,
     OperatorToken,
@@ -162,8 +163,13 @@ class Store(Protocol):
     ) -> None:
         """``listener(workspace_ids)`` runs after each commit that appended to the change feed."""
 
+    # Every write takes ``audit`` (who, through which channel, from where) and appends its
+    # audit-log entry in its own transaction; None records it as AuditContext.library().
+
     # Workspaces
-    async def create_workspace(self, workspace_id: str, name: str, dc: str) -> Workspace: ...
+    async def create_workspace(
+        self, workspace_id: str, name: str, dc: str, *, audit: AuditContext | None = None
+    ) -> Workspace: ...
     async def get_workspace(self, workspace_id: str) -> Workspace | None: ...
     async def list_workspaces(
         self,
@@ -177,9 +183,15 @@ class Store(Protocol):
         """Workspaces by ID; ``only``: just these IDs (a restricted operator token's)."""
         ...
 
-    async def rename_workspace(self, workspace_id: str, name: str) -> Workspace: ...
-    async def set_workspace_status(self, workspace_id: str, status: str) -> Workspace: ...
-    async def delete_workspace(self, workspace_id: str) -> None: ...
+    async def rename_workspace(
+        self, workspace_id: str, name: str, *, audit: AuditContext | None = None
+    ) -> Workspace: ...
+    async def set_workspace_status(
+        self, workspace_id: str, status: str, *, audit: AuditContext | None = None
+    ) -> Workspace: ...
+    async def delete_workspace(
+        self, workspace_id: str, *, audit: AuditContext | None = None
+    ) -> None: ...
 
     # Keys
     async def store_key(
@@ -192,8 +204,16 @@ class Store(Protocol):
         *,
         now: datetime,
         previous_expires_at: datetime | None = None,
+        audit: AuditContext | None = None,
     ) -> RotationResult: ...
-    async def revoke_key(self, workspace_id: str, scope: str, *, now: datetime) -> int: ...
+    async def revoke_key(
+        self,
+        workspace_id: str,
+        scope: str,
+        *,
+        now: datetime,
+        audit: AuditContext | None = None,
+    ) -> int: ...
     async def list_keys(self, workspace_id: str) -> list[ApiKey]: ...
     async def credentials(
         self, workspace_id: str, scope: str = "data"
@@ -212,9 +232,12 @@ class Store(Protocol):
         role: str = "admin",
         workspace_ids: Sequence[str] | None = None,
         expires_at: datetime | None = None,
+        audit: AuditContext | None = None,
     ) -> OperatorToken: ...
     async def list_tokens(self) -> list[OperatorToken]: ...
-    async def revoke_token(self, token_id_or_name: str) -> OperatorToken: ...
+    async def revoke_token(
+        self, token_id_or_name: str, *, audit: AuditContext | None = None
+    ) -> OperatorToken: ...
     async def token_by_digest(self, digest: bytes) -> OperatorToken | None: ...
     async def token_by_id(self, token_id: str) -> OperatorToken | None: ...
     async def touch_tokens(self, used: Mapping[str, datetime]) -> None:
@@ -255,6 +278,32 @@ class Store(Protocol):
 
     # -- end connection record -------------------------------------------------------------------
 
+    # -- audit log (issue 23): append-only; only retention (prune_audit) deletes --------------
+    async def add_audit(
+        self,
+        audit: AuditContext,
+        action: str,
+        *,
+        workspace_id: str | None = None,
+        target: str | None = None,
+        after: dict[str, Any] | None = None,
+    ) -> None: ...
+    async def list_audit(
+        self,
+        *,
+        workspace_id: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> AuditPage: ...
+    async def prune_audit(self, before: datetime) -> int: ...
+
     # Maintenance
     async def check_integrity(self) -> list[str]: ...
-    async def seed_workspaces(self, items: Sequence[tuple[Workspace, ApiKey, bytes]]) -> None: ...
+    async def seed_workspaces(
+        self,
+        items: Sequence[tuple[Workspace, ApiKey, bytes]],
+        *,
+        audit: AuditContext | None = None,
+    ) -> None: ...

@@ -31,6 +31,7 @@ from sqlalchemy import (
 __all__ = [
     "UTCDateTime",
     "api_keys",
+    "audit_log",
     "changes",
     "connection_attempts",
     "connection_attempts_staged",
@@ -196,4 +197,31 @@ connection_attempts_staged = Table(
     metadata,
     *_attempt_columns(),
     Column("agg_key", String(400), nullable=True),
+)
+
+# -- audit log (issue 23) ------------------------------------------------------------------------
+# One row per change (and per dashboard sign-in), written in the transaction of the change by
+# store/audit.py. Append-only: nothing deletes a row but retention. ``before``/``after`` are
+# JSON text of non-secret state (moeconnect.audit). No foreign key: the log outlives what it
+# names. (workspace_id, at, id) serves a workspace's page and ``db check``; (at, id) the
+# whole log's pages and pruning.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("actor_kind", String(16), nullable=False),
+    Column("actor_id", String(32), nullable=True),
+    Column("actor_name", String(200), nullable=True),
+    Column("channel", String(24), nullable=False),
+    Column("client_ip", String(64), nullable=True),
+    Column("action", String(40), nullable=False),
+    Column("workspace_id", String(64), nullable=True),
+    Column("target", String(128), nullable=True),
+    Column("before", Text(), nullable=True),
+    Column("after", Text(), nullable=True),
+    Index("ix_audit_workspace_time", "workspace_id", "at", "id"),
+    Index("ix_audit_time", "at", "id"),
 )

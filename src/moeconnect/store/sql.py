@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from ..audit import AuditContext, AuditEntry, AuditPage, key_state, token_state
 from ..errors import STALE_SUCCESS, SUCCESS
 from ..keys import new_id
 from ..records import (
@@ -44,6 +45,7 @@ from ..records import (
 )
 from ..roles import ROLES
 from ..timestamps import sqlite_text
+from . import audit as audit_sql
 from .base import (
     CHANGES_PAGE,
     AttemptBucket,
@@ -74,6 +76,8 @@ __all__ = ["SQLStore"]
 log = logging.getLogger("moeconnect.store")
 # The workspaces the write transaction under way (in this task) changed: see SQLStore._conn.
 _CHANGED: ContextVar[list[str] | None] = ContextVar("moeconnect_changed", default=None)
+# Who a write is recorded as when its caller names nobody (see AuditContext.library).
+_LIBRARY = AuditContext.library()
 
 
 def _now() -> datetime:
@@ -553,8 +557,11 @@ class SQLStore:
 
     # -- workspaces -------------------------------------------------------------------------
 
-    async def create_workspace(self, workspace_id: str, name: str, dc: str) -> Workspace:
+    async def create_workspace(
+        self, workspace_id: str, name: str, dc: str, *, audit: AuditContext | None = None
+    ) -> Workspace:
         now = _now()
+        created = Workspace(workspace_id, name, dc, "active", now, now)
         try:
             async with self._conn(write=True) as conn:
                 await conn.execute(
@@ -568,9 +575,18 @@ class SQLStore:
                     )
                 )
                 await self._record_change(conn, workspace_id, now)
+                await audit_sql.append(
+                    conn,
+                    audit or _LIBRARY,
+                    "workspace.create",
+                    at=now,
+                    workspace_id=workspace_id,
+                    target=workspace_id,
+                    after={"name": name, "dc": dc, "status": "active"},
+                )
         except Conflict:
             raise Conflict(f"a workspace with ID {workspace_id} already exists") from None
-        return Workspace(workspace_id, name, dc, "active", now, now)
+        return created
 
     async def get_workspace(self, workspace_id: str) -> Workspace | None:
         async with self._conn() as conn:
@@ -609,38 +625,89 @@ class SQLStore:
             rows = (await conn.execute(query)).all()
         return [_workspace(r) for r in rows]
 
-    async def _update_workspace(self, workspace_id: str, **values: Any) -> Workspace:
+    async def _update_workspace(
+        self, workspace_id: str, action: str, audit: AuditContext | None, **values: Any
+    ) -> Workspace:
         now = _now()
         async with self._conn(write=True) as conn:
+            # The row is locked (and on SQLite the write lock taken) by this first UPDATE, so
+            # the values read next are the ones this change replaces.
+            old = (
+                await conn.execute(
+                    workspaces.update()
+                    .where(workspaces.c.id == workspace_id)
+                    .values(updated_at=now)
+                    .returning(*workspaces.c)
+                )
+            ).first()
+            if old is None:
+                raise NotFound(f"no workspace has ID {workspace_id}")
             row = (
                 await conn.execute(
                     workspaces.update()
                     .where(workspaces.c.id == workspace_id)
-                    .values(updated_at=now, **values)
+                    .values(**values)
+                    .returning(*workspaces.c)
+                )
+            ).one()
+            await self._record_change(conn, workspace_id, now)
+            await audit_sql.append(
+                conn,
+                audit or _LIBRARY,
+                action,
+                at=now,
+                workspace_id=workspace_id,
+                target=workspace_id,
+                before={name: getattr(old, name) for name in values},
+                after=dict(values),
+            )
+        return _workspace(row)
+
+    async def rename_workspace(
+        self, workspace_id: str, name: str, *, audit: AuditContext | None = None
+    ) -> Workspace:
+        return await self._update_workspace(workspace_id, "workspace.rename", audit, name=name)
+
+    async def set_workspace_status(
+        self, workspace_id: str, status: str, *, audit: AuditContext | None = None
+    ) -> Workspace:
+        if status not in ("active", "suspended"):
+            raise ValueError(f"unknown workspace status {status!r}")
+        action = "workspace.suspend" if status == "suspended" else "workspace.resume"
+        return await self._update_workspace(workspace_id, action, audit, status=status)
+
+    async def delete_workspace(
+        self, workspace_id: str, *, audit: AuditContext | None = None
+    ) -> None:
+        now = _now()
+        async with self._conn(write=True) as conn:
+            keys = await conn.execute(
+                api_keys.delete().where(api_keys.c.workspace_id == workspace_id)
+            )
+            row = (
+                await conn.execute(
+                    workspaces.delete()
+                    .where(workspaces.c.id == workspace_id)
                     .returning(*workspaces.c)
                 )
             ).first()
             if row is None:
                 raise NotFound(f"no workspace has ID {workspace_id}")
             await self._record_change(conn, workspace_id, now)
-        return _workspace(row)
-
-    async def rename_workspace(self, workspace_id: str, name: str) -> Workspace:
-        return await self._update_workspace(workspace_id, name=name)
-
-    async def set_workspace_status(self, workspace_id: str, status: str) -> Workspace:
-        if status not in ("active", "suspended"):
-            raise ValueError(f"unknown workspace status {status!r}")
-        return await self._update_workspace(workspace_id, status=status)
-
-    async def delete_workspace(self, workspace_id: str) -> None:
-        now = _now()
-        async with self._conn(write=True) as conn:
-            await conn.execute(api_keys.delete().where(api_keys.c.workspace_id == workspace_id))
-            result = await conn.execute(workspaces.delete().where(workspaces.c.id == workspace_id))
-            if result.rowcount == 0:
-                raise NotFound(f"no workspace has ID {workspace_id}")
-            await self._record_change(conn, workspace_id, now)
+            await audit_sql.append(
+                conn,
+                audit or _LIBRARY,
+                "workspace.delete",
+                at=now,
+                workspace_id=workspace_id,
+                target=workspace_id,
+                before={
+                    "name": row.name,
+                    "dc": row.dc,
+                    "status": row.status,
+                    "keys": int(keys.rowcount or 0),
+                },
+            )
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -654,6 +721,7 @@ class SQLStore:
         *,
         now: datetime,
         previous_expires_at: datetime | None = None,
+        audit: AuditContext | None = None,
     ) -> RotationResult:
         """Make a new current key; the previous one ends now, or at ``previous_expires_at``.
 
@@ -684,11 +752,11 @@ class SQLStore:
                         api_keys.c.state == "current",
                     )
                     .values(state="replaced", ended_at=ends, ended_how="replaced")
-                    .returning(api_keys.c.id)
+                    .returning(api_keys.c.id, api_keys.c.hint)
                 )
             ).first()
             # Keys still in an earlier grace period end when a newer rotation ends the grace.
-            await conn.execute(
+            cut = await conn.execute(
                 api_keys.update()
                 .where(
                     api_keys.c.workspace_id == workspace_id,
@@ -698,7 +766,9 @@ class SQLStore:
                     api_keys.c.id != (previous.id if previous else ""),
                 )
                 .values(ended_at=now)
+                .returning(api_keys.c.id)
             )
+            grace_ended = [r.id for r in cut.all()]
             await conn.execute(
                 api_keys.insert().values(
                     id=key_id,
@@ -712,14 +782,43 @@ class SQLStore:
                 )
             )
             await self._record_change(conn, workspace_id, now)
-        key = ApiKey(key_id, workspace_id, scope, hint, origin, "current", now, None, None)
+            key = ApiKey(key_id, workspace_id, scope, hint, origin, "current", now, None, None)
+            action = (
+                "key.import"
+                if origin == "imported"
+                else ("key.rotate" if previous else "key.generate")
+            )
+            before = None
+            after: dict[str, Any] = key_state(key)
+            if previous is not None:
+                before = {"key_id": previous.id, "hint": previous.hint}
+                after["previous_key_expires_at"] = ends
+            if grace_ended:
+                after["grace_ended"] = grace_ended
+            await audit_sql.append(
+                conn,
+                audit or _LIBRARY,
+                action,
+                at=now,
+                workspace_id=workspace_id,
+                target=key_id,
+                before=before,
+                after=after,
+            )
         return RotationResult(
             key,
             previous.id if previous else None,
             ends if previous else None,
         )
 
-    async def revoke_key(self, workspace_id: str, scope: str, *, now: datetime) -> int:
+    async def revoke_key(
+        self,
+        workspace_id: str,
+        scope: str,
+        *,
+        now: datetime,
+        audit: AuditContext | None = None,
+    ) -> int:
         """End the current key and any key in a grace period; returns how many were ended."""
         async with self._conn(write=True) as conn:
             exists = (
@@ -742,6 +841,7 @@ class SQLStore:
                     api_keys.c.state == "current",
                 )
                 .values(state="revoked", ended_at=now, ended_how="revoked")
+                .returning(api_keys.c.id, api_keys.c.hint)
             )
             graced = await conn.execute(
                 api_keys.update()
@@ -752,9 +852,25 @@ class SQLStore:
                     api_keys.c.ended_at > now,
                 )
                 .values(state="revoked", ended_at=now, ended_how="revoked")
+                .returning(api_keys.c.id, api_keys.c.hint)
             )
+            ended = [
+                {"key_id": r.id, "hint": r.hint, "was": was}
+                for was, rows in (("current", current.all()), ("in grace", graced.all()))
+                for r in rows
+            ]
             await self._record_change(conn, workspace_id, now)
-        return int(current.rowcount or 0) + int(graced.rowcount or 0)
+            await audit_sql.append(
+                conn,
+                audit or _LIBRARY,
+                "key.revoke",
+                at=now,
+                workspace_id=workspace_id,
+                target=scope,
+                before={"keys": ended},
+                after={"revoked": len(ended)},
+            )
+        return len(ended)
 
     async def list_keys(self, workspace_id: str) -> list[ApiKey]:
         async with self._conn() as conn:
@@ -832,10 +948,12 @@ class SQLStore:
         role: str = "admin",
         workspace_ids: Sequence[str] | None = None,
         expires_at: datetime | None = None,
+        audit: AuditContext | None = None,
     ) -> OperatorToken:
         token_id = new_id("tok")
         now = _now()
         ids = tuple(workspace_ids) if workspace_ids is not None else None
+        token = OperatorToken(token_id, name, hint, now, None, None, role, ids, expires_at)
         async with self._conn(write=True) as conn:
             await conn.execute(
                 operator_tokens.insert().values(
@@ -849,7 +967,15 @@ class SQLStore:
                     expires_at=expires_at,
                 )
             )
-        return OperatorToken(token_id, name, hint, now, None, None, role, ids, expires_at)
+            await audit_sql.append(
+                conn,
+                audit or _LIBRARY,
+                "token.create",
+                at=now,
+                target=token_id,
+                after=token_state(token),
+            )
+        return token
 
     async def list_tokens(self) -> list[OperatorToken]:
         async with self._conn() as conn:
@@ -858,7 +984,9 @@ class SQLStore:
             ).all()
         return [_token(r) for r in rows]
 
-    async def revoke_token(self, token_id_or_name: str) -> OperatorToken:
+    async def revoke_token(
+        self, token_id_or_name: str, *, audit: AuditContext | None = None
+    ) -> OperatorToken:
         now = _now()
         async with self._conn(write=True) as conn:
             rows = (
@@ -878,12 +1006,24 @@ class SQLStore:
                 raise Conflict(
                     f"{len(rows)} active tokens are named {token_id_or_name}; revoke one by ID"
                 )
-            await conn.execute(
+            done = await conn.execute(
                 operator_tokens.update()
-                .where(operator_tokens.c.id == rows[0].id)
+                .where(operator_tokens.c.id == rows[0].id, operator_tokens.c.revoked_at.is_(None))
                 .values(revoked_at=now)
             )
-        return replace(_token(rows[0]), revoked_at=now)
+            if not done.rowcount:  # revoked by someone else since it was read
+                raise NotFound(f"no active operator token has ID or name {token_id_or_name}")
+            token = _token(rows[0])
+            await audit_sql.append(
+                conn,
+                audit or _LIBRARY,
+                "token.revoke",
+                at=now,
+                target=token.id,
+                before={**token_state(token), "revoked_at": None},
+                after={"revoked_at": now},
+            )
+        return replace(token, revoked_at=now)
 
     async def token_by_digest(self, digest: bytes) -> OperatorToken | None:
         async with self._conn() as conn:
@@ -1179,6 +1319,60 @@ class SQLStore:
 
     # -- end connection record --------------------------------------------------------------------
 
+    # -- audit log (issue 23) ------------------------------------------------------------------
+
+    async def add_audit(
+        self,
+        audit: AuditContext,
+        action: str,
+        *,
+        workspace_id: str | None = None,
+        target: str | None = None,
+        after: dict[str, Any] | None = None,
+    ) -> None:
+        """An entry that is its own change (a dashboard sign-in, a failed one)."""
+        async with self._conn(write=True) as conn:
+            await audit_sql.append(
+                conn,
+                audit,
+                action,
+                at=_now(),
+                workspace_id=workspace_id,
+                target=target,
+                after=after,
+            )
+
+    async def list_audit(
+        self,
+        *,
+        workspace_id: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> AuditPage:
+        """Entries newest first; ``cursor`` is the opaque ``next_cursor`` of the last page."""
+        limit = max(1, limit)
+        query = audit_sql.list_query(
+            workspace_id=workspace_id, action=action, since=since, cursor=cursor, limit=limit + 1
+        )
+        async with self._conn() as conn:
+            rows = (await conn.execute(query)).all()
+        items: list[AuditEntry] = [audit_sql.entry_of(r) for r in rows[:limit]]
+        more = len(rows) > limit and items
+        return AuditPage(items, audit_sql.cursor_of(items[-1]) if more else None)
+
+    async def prune_audit(self, before: datetime) -> int:
+        """Delete entries older than ``before`` (retention: the only deletion there is)."""
+        removed = 0
+        while True:
+            async with self._conn(write=True) as conn:
+                result = await conn.execute(audit_sql.prune_query(before, self.prune_rows))
+            count = int(result.rowcount or 0)
+            removed += count
+            if count < self.prune_rows:
+                return removed
+
     # -- maintenance ----------------------------------------------------------------------------
 
     async def check_integrity(self) -> list[str]:
@@ -1229,16 +1423,23 @@ class SQLStore:
             ).scalar()
             if bad_role:
                 problems.append(f"{bad_role} operator tokens have an unknown role")
+            problems += await audit_sql.check(conn)
         return problems
 
     # -- bulk seeding (benchmarks, load tests) -----------------------------------------------
 
-    async def seed_workspaces(self, items: Sequence[tuple[Workspace, ApiKey, bytes]]) -> None:
+    async def seed_workspaces(
+        self,
+        items: Sequence[tuple[Workspace, ApiKey, bytes]],
+        *,
+        audit: AuditContext | None = None,
+    ) -> None:
         """Insert workspaces, each with its current key, in one transaction.
 
         For ``moeconnect seed``: no change-feed rows, since no server can have cached a
         workspace that did not exist. Plain driver-level ``executemany`` because per-row
-        SQLAlchemy type processing would dominate at a million rows.
+        SQLAlchemy type processing would dominate at a million rows. One audit entry per
+        batch (``workspace.seed``, at the batch's creation time), not one per workspace.
         """
         if not items:
             return
@@ -1288,4 +1489,12 @@ class SQLStore:
                     )
                     for _, key, digest in items
                 ],
+            )
+            first = items[0][0]
+            await audit_sql.append(
+                conn,
+                audit or _LIBRARY,
+                "workspace.seed",
+                at=first.created_at,
+                after={"workspaces": len(items), "dc": first.dc, "first": first.id},
             )
