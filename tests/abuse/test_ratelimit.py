@@ -41,6 +41,8 @@ def test_limits_parse_like_the_spec_says() -> None:
         "failed_per_ip": "30 per 1 minute",
         "failed_per_workspace": "100 per 1 minute",
         "per_workspace": "600 per 1 minute",
+        "trusted_for": "1d",
+        "ipv6_prefix": "/64",
     }
 
 
@@ -204,8 +206,10 @@ def test_pass_known_does_what_admit_and_settle_do() -> None:
         assert short.pass_known("10.0.0.1", "W1", failed=False) is not None
         assert short.pass_known("10.0.0.1", "W1", failed=False) is None
         assert short.pass_known("10.0.0.1", "W1", failed=False) is None
-        refused = await short.admit("10.0.0.1", "W1", checked=True)
+        refused = await short.admit("10.0.0.2", "W1", checked=True)
         assert refused.blocked is not None and refused.blocked.name == "per_workspace"
+        # 10.0.0.1 succeeded for W1: it is held to W1's successes (4 of 6) instead.
+        assert (await short.admit("10.0.0.1", "W1", checked=True)).blocked is None
         # Another workspace from the same IP: only the IP's failures so far apply.
         other = short.pass_known("10.0.0.1", "W2", failed=True)
         assert other is not None and headers(other)["x-ratelimit-remaining"] == 2
