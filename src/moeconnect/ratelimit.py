@@ -19,12 +19,10 @@ The workspace limits never lock out a workspace's working integrations (SPEC sec
 workspace IDs are public, so anyone can spend a workspace's budgets. A client bucket (IP, or
 IPv6 /64: :class:`~moeconnect.proxies.IpBuckets`) that authenticated successfully for the
 workspace within ``trusted_for`` (24 hours; :class:`~moeconnect.trust.TrustedClients`) is not
-refused by them. It is held instead to the per-IP limit like everyone, and to the all-attempts
-limit counted over *successes* only (a counter a client without the key can't move), so a
-runaway integration is still stopped. The trust is consulted only once a workspace budget is
-spent, and recorded at most every few minutes per workspace and address (in the same Redis
-pipeline as the counters), so the success path costs what it did. docs/limits.md has the threat
-model.
+refused by them; it is held to the per-IP limit like everyone. The trust is consulted only once a
+workspace budget is spent, and recorded at most every few minutes per workspace and address (in
+the same Redis pipeline as the counters), so the success path costs what it did. docs/limits.md
+has the threat model.
 
 A Basic username that is not a workspace ID (``WORKSPACE_ID_PATTERN``), or that is a key
 (``looks_like_key``: a client swapped the fields), is counted in one shared bucket,
@@ -63,7 +61,7 @@ from .errors import STALE_SUCCESS, SUCCESS
 from .instants import Instants
 from .keys import WORKSPACE_ID_PATTERN, looks_like_key
 from .proxies import IpBuckets
-from .trust import TrustedClients
+from .trust import MINUTE_MASK, TAG_SHIFT, TrustedClients
 
 __all__ = [
     "DEFAULTS",
@@ -350,7 +348,7 @@ class Admission:
 
     ``windows`` are the counters the attempt moves (the IP's and the workspace's); ``view`` the
     ones that decide and are shown in the headers: the same, unless the client is trusted for
-    the workspace and a workspace budget is spent (then its IP's and its successes').
+    the workspace and a workspace budget is spent (then only its IP's).
     """
 
     __slots__ = (
@@ -358,7 +356,6 @@ class Admission:
         "checked",
         "ip",
         "retry_after",
-        "successes",
         "view",
         "windows",
         "workspace",
@@ -376,7 +373,6 @@ class Admission:
         self.workspace = workspace  # a valid workspace ID, never what a client made up
         self.ip = ip  # the client's bucket
         self.checked = checked  # the request reached row 5 (it carried Basic credentials)
-        self.successes: _Window | None = None  # the trusted view's own counter
         self.view = windows
         self.blocked: _Window | None = None
         self.retry_after = 0
@@ -411,10 +407,7 @@ class Admission:
         item = window.item
         unit = item.GRANULARITY.name
         per = unit if item.multiples == 1 else f"{item.multiples} {unit}s"
-        what = _DESCRIBED[window.name]
-        if window is self.successes:
-            what = "successful attempts for this workspace"
-        return f"{item.amount} {what} per {per}"
+        return f"{item.amount} {_DESCRIBED[window.name]} per {per}"
 
 
 class RateLimiter:
@@ -423,7 +416,7 @@ class RateLimiter:
     With Redis, reading the counters is one pipelined round trip (``GET`` + ``TTL`` per limit)
     and counting is another (``limits``' own increment-and-expire script per limit, pipelined,
     with the trust of a success when it is due). Only while a workspace budget is spent does a
-    request read the trust and the successes counter, in one more round trip.
+    request read the trust, in one more round trip (when this process doesn't know it).
     """
 
     def __init__(self, config: LimitConfig, redis_url: str | None = None) -> None:
@@ -466,32 +459,12 @@ class RateLimiter:
                 limits.append((name, item, prefix, suffix, self.local.table(prefix + suffix)))
         self._by_ip = [limit for limit in limits if limit[0] == FAILED_PER_IP]
         self._by_workspace = [limit for limit in limits if limit[0] != FAILED_PER_IP]
-        # The all-attempts limit as trusted clients see it: successes only.
-        self._successes: _Limit | None = None
-        if self.trust is not None and config.per_workspace is not None:
-            item = config.per_workspace
-            item = type(item)(item.amount, item.multiples, namespace="moeconnect:successes")
-            prefix, suffix = _key_parts(item)
-            self._successes = (PER_WORKSPACE, item, prefix, suffix, self.local.table("successes"))
-        # For pass_known(): (by IP?, amount, window seconds, table, counts successes?, counts
-        # failures?, shown in the headers?) per counter, with nothing left to look up per request.
+        # For pass_known(): (by IP?, amount, window seconds, table, counts successes too?) per
+        # limit, with nothing left to look up per request.
         self._known_plan = [
-            (
-                name == FAILED_PER_IP,
-                item.amount,
-                item.get_expiry(),
-                table,
-                name == PER_WORKSPACE,
-                True,
-                True,
-            )
+            (name == FAILED_PER_IP, item.amount, item.get_expiry(), table, name == PER_WORKSPACE)
             for name, item, _prefix, _suffix, table in limits
         ]
-        if self._successes is not None:
-            item, table = self._successes[1], self._successes[4]
-            self._known_plan.append(
-                (False, item.amount, item.get_expiry(), table, True, False, False)
-            )
         self.enabled = any(
             item is not None
             for item in (config.failed_per_ip, config.failed_per_workspace, config.per_workspace)
@@ -544,7 +517,8 @@ class RateLimiter:
         workspace = workspace_bucket(workspace) if failed else workspace[:_MAX_ID]
         best: tuple[int, float, int] | None = None  # (remaining, reset, amount) of the tightest
         plan = self._known_plan
-        for index, (by_ip, amount, expiry, table, on_success, on_failure, shown) in enumerate(plan):
+        for step in plan:
+            by_ip, amount, expiry, table, on_success = step
             ident = ip if by_ip else workspace
             if not ident:
                 continue
@@ -555,19 +529,27 @@ class RateLimiter:
             else:
                 count, end = entry
             if count >= amount:
-                self._uncount(plan[:index], ip, workspace, failed)
+                self._uncount(step, ip, workspace, failed)
                 return None
-            if on_failure if failed else on_success:
+            if failed or on_success:
                 count += 1
                 counts[ident] = (count, end)
             remaining = amount - count
-            if shown and (
-                best is None or remaining < best[0] or (remaining == best[0] and end > best[1])
-            ):
+            if best is None or remaining < best[0] or (remaining == best[0] and end > best[1]):
                 best = (remaining, end, amount)
         trust = self.trust
-        if not failed and trust is not None and ip and trust.due(workspace, ip, now):
-            trust.mark(workspace, ip, now)
+        if trust is not None and not failed and ip:
+            # TrustedClients.due() inlined for the common case, one address a workspace (this
+            # is the warm path): the entry is (hash tag, minute) packed in an int.
+            if now >= trust.minute_ends:
+                trust.tick(now)
+            seen = trust.seen.get(workspace)
+            if (
+                type(seen) is not int
+                or seen & MINUTE_MASK < trust.fresh_since
+                or seen >> TAG_SHIFT != hash(ip) & MINUTE_MASK
+            ) and trust.due(workspace, ip, now):
+                trust.mark(workspace, ip, now)
         if best is None:
             return []
         return [
@@ -577,17 +559,16 @@ class RateLimiter:
         ]
 
     def _uncount(
-        self,
-        plan: list[tuple[bool, int, int, int, bool, bool, bool]],
-        ip: str | None,
-        workspace: str,
-        failed: bool,
+        self, stop: tuple[bool, int, int, int, bool], ip: str | None, workspace: str, failed: bool
     ) -> None:
-        """Take back what :meth:`pass_known` counted before it found a limit exhausted."""
+        """Take back what :meth:`pass_known` counted before it found ``stop`` exhausted."""
         tables = self.local._tables
-        for by_ip, _amount, _expiry, table, on_success, on_failure, _shown in plan:
+        for step in self._known_plan:
+            if step is stop:
+                return
+            by_ip, _amount, _expiry, table, on_success = step
             ident = ip if by_ip else workspace
-            if ident and (on_failure if failed else on_success):
+            if ident and (failed or on_success):
                 count, end = tables[table][ident]
                 tables[table][ident] = (count - 1, end)
 
@@ -650,31 +631,22 @@ class RateLimiter:
         self, admission: Admission, workspace: str, bucket: str, now: float
     ) -> None:
         """A spent workspace budget: judge a client that succeeded recently by its IP's limit
-        and the workspace's successes instead (the one Redis round trip more, during attacks)."""
+        alone (asking Redis, one round trip, when this process doesn't know the client)."""
         trust = self.trust
         if trust is None:
             return
         trusted = trust.trusted(workspace, bucket, now)
-        successes: tuple[int, float] | None = None
-        limit = self._successes
-        if self.remote is not None and not self.using_fallback:
+        if not trusted and self.remote is not None and not self.using_fallback:
             try:
-                since, successes = await self._read_trust_remote(workspace, bucket, now)
+                since = await self._read_trust_remote(workspace, bucket)
             except _REDIS_ERRORS as err:
                 self._fall_back(err)
             else:
-                if not trusted and since is not None and now - since < trust.trusted_for:
+                if since is not None and now - since < trust.trusted_for:
                     trusted = True
                     trust.mark(workspace, bucket, since)  # known here now, without Redis
-        if not trusted:
-            return
-        view = [window for window in admission.windows if window.name == FAILED_PER_IP]
-        if limit is not None:
-            if successes is None:
-                successes = self.local.window(workspace, now, limit[4])
-            admission.successes = _Window(limit, workspace, *successes, now)
-            view.append(admission.successes)
-        admission.decide(view, now)
+        if trusted:
+            admission.decide([w for w in admission.windows if w.name == FAILED_PER_IP], now)
 
     async def settle(self, admission: Admission, code: str) -> list[tuple[bytes, bytes]]:
         """Count the attempt whose outcome is ``code``; the ``X-RateLimit-*`` headers."""
@@ -689,15 +661,10 @@ class RateLimiter:
         return _headers(admission.view) if admission.view else []
 
     async def _count_success(self, admission: Admission) -> None:
-        """Count a success (all attempts, successes) and record the client's trust when due."""
+        """Count a success (all attempts) and record the client's trust when it is due."""
         now = time.time()
         counted = [w for w in admission.windows if w.name == PER_WORKSPACE]
         workspace, bucket = admission.workspace, admission.ip
-        limit = self._successes
-        if limit is not None and workspace is not None:
-            if admission.successes is None:
-                admission.successes = _Window(limit, workspace, 0, now, now)
-            counted.append(admission.successes)
         mark: tuple[str, str] | None = None
         trust = self.trust
         if (
@@ -747,22 +714,13 @@ class RateLimiter:
         replies = await pipe.execute()
         return [_state(replies[i], replies[i + 1], now) for i in range(0, len(replies), 2)]
 
-    async def _read_trust_remote(
-        self, workspace: str, bucket: str, now: float
-    ) -> tuple[float | None, tuple[int, float] | None]:
-        """(last success of ``bucket`` for ``workspace`` or None, state of the successes
-        counter or None when that limit is off): one round trip."""
+    async def _read_trust_remote(self, workspace: str, bucket: str) -> float | None:
+        """When ``bucket`` last succeeded for ``workspace``, as any instance recorded it."""
         bridge = self._bridge()
-        pipe = cast(Redis, bridge.get_connection()).pipeline(transaction=False)
-        pipe.zscore(self._trust_key(workspace), bucket)
-        limit = self._successes
-        if limit is not None:
-            full = bridge.prefixed_key(limit[2] + workspace + limit[3])
-            pipe.get(full)
-            pipe.ttl(full)
-        replies = await pipe.execute()
-        since = float(replies[0]) if replies[0] is not None else None
-        return since, (_state(replies[1], replies[2], now) if limit is not None else None)
+        score = await cast(Redis, bridge.get_connection()).zscore(
+            self._trust_key(workspace), bucket
+        )
+        return float(score) if score is not None else None
 
     async def _incr_remote(
         self, windows: list[_Window], mark: tuple[str, str] | None, now: float

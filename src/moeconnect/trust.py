@@ -3,93 +3,157 @@
 The workspace limits (SPEC section 5) must never lock out a workspace's working integrations, so
 a client bucket (IP, or IPv6 /64) that authenticated successfully for a workspace within
 ``trusted_for`` (24 hours by default) is not refused by them: see :mod:`moeconnect.ratelimit`.
-Only a correct key adds an entry, so a client without one can't fill this; and a key holder can
-fill only its own workspace's :attr:`TrustedClients.per_workspace` slots (the least recently
-successful one makes way), while :attr:`TrustedClients.total` bounds the whole process (the least
-recently active workspace makes way).
+Only a correct key adds an entry, so a client without one can't fill this; a key holder fills
+only its own workspace's :attr:`TrustedClients.per_workspace` slots (the least recently
+successful makes way), and :attr:`TrustedClients.total` bounds the whole process (past it, the
+entries that expired, then the half of the workspaces recorded least recently, are forgotten).
+
+Every warm workspace has an entry, so an entry is one small int: 30 bits of the client bucket's
+hash and 30 bits of the minute of its last recorded success (a workspace with several client
+addresses has a tuple of them). A stranger whose address's hash collides with a trusted one's
+(one chance in 2³⁰, blind: ``str`` hashes are keyed per process) gains only what that address
+would: it is still held to the per-IP limit.
 
 Successes come in far more often than the trust needs refreshing: :meth:`TrustedClients.due`
-tells the caller when an entry is worth writing again (once per :attr:`refresh_every` per
+tells the caller when an entry is worth writing again (once per :attr:`refresh_minutes` per
 workspace and address), which is also when the limiter writes it to Redis.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import time
+from itertools import islice
 from typing import Final
 
-__all__ = ["BYTES_PER_ENTRY", "TrustedClients"]
+__all__ = ["BYTES_PER_ENTRY", "MINUTE_MASK", "TAG_SHIFT", "TrustedClients"]
 
 # What one entry can cost at most, measured with tracemalloc when every entry is a workspace of
-# its own with a 64-character ID and an IPv6 /64 bucket (tests/abuse/test_lockout.py): the
-# bound stated in docs/limits.md is ``total × BYTES_PER_ENTRY``.
-BYTES_PER_ENTRY: Final = 600
+# its own with a 64-character ID held nowhere else (tests/abuse/test_trust.py): the bound stated
+# in docs/limits.md is ``total × BYTES_PER_ENTRY``. A workspace ID the credential cache holds
+# too, as the warm path passes it, costs nothing here: ~80 bytes an entry then.
+BYTES_PER_ENTRY: Final = 250
+# An entry: the client bucket's hash tag above TAG_SHIFT, the minute of its success below.
+TAG_SHIFT: Final = 30
+MINUTE_MASK: Final = (1 << TAG_SHIFT) - 1  # also the tag's mask
+_BITS: Final = TAG_SHIFT
+_MASK: Final = MINUTE_MASK
 
 
 class TrustedClients:
-    """Workspace → {client bucket: time of its last recorded success}, LRU at both levels."""
+    """Workspace → packed (client bucket, minute of its last success) entries."""
 
-    __slots__ = ("_by_workspace", "_size", "per_workspace", "refresh_every", "total", "trusted_for")
+    __slots__ = (
+        "_size",
+        "fresh_since",
+        "minute_ends",
+        "per_workspace",
+        "refresh_minutes",
+        "seen",
+        "total",
+        "trusted_minutes",
+    )
 
     def __init__(self, trusted_for: float, *, per_workspace: int = 64, total: int = 50_000) -> None:
-        self.trusted_for = trusted_for
+        self.trusted_minutes = max(1, int(trusted_for // 60))
         # Written again (and sent to Redis) at most this often per workspace and address.
-        self.refresh_every = min(300.0, trusted_for / 4)
+        self.refresh_minutes = max(1, min(5, self.trusted_minutes // 4))
         self.per_workspace = per_workspace
         self.total = total
-        self._by_workspace: OrderedDict[str, dict[str, float]] = OrderedDict()
+        # Read directly by RateLimiter.pass_known (the warm path); written only here.
+        self.seen: dict[str, int | tuple[int, ...]] = {}
         self._size = 0
+        # For that reader: an entry recorded before minute ``fresh_since`` is due again, and
+        # ``minute_ends`` is when to call tick() (a float comparison instead of int(now) // 60).
+        self.fresh_since = 0
+        self.minute_ends = 0.0
+        self.tick(time.time())
+
+    def tick(self, now: float) -> None:
+        """Move :attr:`fresh_since` on to the minute of ``now``."""
+        minute = int(now) // 60
+        self.fresh_since = minute - self.refresh_minutes + 1
+        self.minute_ends = (minute + 1) * 60.0
+
+    @property
+    def trusted_for(self) -> float:
+        return self.trusted_minutes * 60.0
 
     def __len__(self) -> int:
         return self._size
 
+    def _last(self, workspace: str, bucket: str) -> int | None:
+        """The minute of ``bucket``'s last recorded success for ``workspace``, or None."""
+        entry = self.seen.get(workspace)
+        if entry is None:
+            return None
+        tag = hash(bucket) & _MASK
+        if type(entry) is int:
+            return entry & _MASK if entry >> _BITS == tag else None
+        for one in entry:  # type: ignore[union-attr]  # a tuple: several addresses
+            if one >> _BITS == tag:
+                return one & _MASK
+        return None
+
     def trusted(self, workspace: str, bucket: str, now: float) -> bool:
         """Whether ``bucket`` succeeded for ``workspace`` within the last ``trusted_for``."""
-        ips = self._by_workspace.get(workspace)
-        if ips is None:
-            return False
-        last = ips.get(bucket)
-        return last is not None and now - last < self.trusted_for
+        last = self._last(workspace, bucket)
+        return last is not None and int(now) // 60 - last < self.trusted_minutes
 
     def due(self, workspace: str, bucket: str, now: float) -> bool:
         """Whether a success of ``bucket`` for ``workspace`` should be recorded (:meth:`mark`):
-        the hot path's only cost here, two dict lookups."""
-        ips = self._by_workspace.get(workspace)
-        if ips is None:
-            return True
-        last = ips.get(bucket)
-        return last is None or now - last >= self.refresh_every
+        the hot path's only cost here, a dict lookup and a few integer operations."""
+        last = self._last(workspace, bucket)
+        return last is None or int(now) // 60 - last >= self.refresh_minutes
 
     def mark(self, workspace: str, bucket: str, at: float) -> None:
-        """Record a success of ``bucket`` for ``workspace`` at ``at``."""
-        by_workspace = self._by_workspace
-        ips = by_workspace.get(workspace)
-        if ips is None:
-            ips = by_workspace[workspace] = {}
+        """Record a success of ``bucket`` for ``workspace`` at ``at`` (seconds)."""
+        tag = hash(bucket) & _MASK
+        packed = tag << _BITS | (int(at) // 60 & _MASK)
+        seen = self.seen
+        entry = seen.get(workspace)
+        if entry is None:
+            seen[workspace] = packed
+            self._size += 1
         else:
-            by_workspace.move_to_end(workspace)
-        if ips.pop(bucket, None) is not None:
-            self._size -= 1
-        elif len(ips) >= self.per_workspace:
-            del ips[next(iter(ips))]  # the least recently recorded
-            self._size -= 1
-        ips[bucket] = at
-        self._size += 1
-        while self._size > self.total:
-            oldest, oldest_ips = next(iter(by_workspace.items()))
-            del oldest_ips[next(iter(oldest_ips))]
-            self._size -= 1
-            if not oldest_ips:
-                del by_workspace[oldest]
+            others = (entry,) if type(entry) is int else entry
+            kept = tuple(one for one in others if one >> _BITS != tag)  # type: ignore[union-attr]
+            if len(kept) >= self.per_workspace:
+                kept = kept[1:]  # the least recently recorded makes way
+            self._size += len(kept) + 1 - len(others)  # type: ignore[arg-type]
+            del seen[workspace]  # to the end: the dict's order is the order of recording
+            seen[workspace] = (*kept, packed) if kept else packed
+        if self._size > self.total:
+            self._prune(at)
 
     def sweep(self, now: float) -> None:
         """Forget successes older than ``trusted_for``."""
-        horizon = now - self.trusted_for
-        for workspace in list(self._by_workspace):
-            ips = self._by_workspace[workspace]
-            stale = [bucket for bucket, last in ips.items() if last <= horizon]
-            for bucket in stale:
-                del ips[bucket]
-            self._size -= len(stale)
-            if not ips:
-                del self._by_workspace[workspace]
+        self._keep_since(int(now) // 60 - self.trusted_minutes + 1)
+
+    def _prune(self, now: float) -> None:
+        """Over :attr:`total`: forget what expired and, if that is not enough, the half of the
+        workspaces recorded least recently (a dict keeps the order :meth:`mark` left)."""
+        self.sweep(now)
+        seen = self.seen
+        if self._size > self.total * 3 // 4:
+            for workspace in list(islice(seen, len(seen) // 2)):
+                entry = seen.pop(workspace)
+                self._size -= 1 if type(entry) is int else len(entry)  # type: ignore[arg-type]
+
+    def _keep_since(self, minute: int) -> None:
+        seen = self.seen
+        size = 0
+        for workspace in list(seen):
+            entry = seen[workspace]
+            if type(entry) is int:
+                if entry & _MASK >= minute:
+                    size += 1
+                else:
+                    del seen[workspace]
+                continue
+            kept = tuple(one for one in entry if one & _MASK >= minute)  # type: ignore[union-attr]
+            size += len(kept)
+            if not kept:
+                del seen[workspace]
+            else:
+                seen[workspace] = kept if len(kept) > 1 else kept[0]
+        self._size = size

@@ -234,3 +234,37 @@ def test_memory_counters_are_keyed_by_the_identifier_itself() -> None:
         assert [w.remaining for w in per_workspace.windows] == [2]
 
     asyncio.run(scenario())
+
+
+def test_pass_known_counts_nothing_when_it_declines() -> None:
+    """A later limit found exhausted takes back what earlier ones counted: the full path, which
+    then answers, counts the attempt once."""
+    rl = limiter(failed_per_ip="10/minute", failed_per_workspace="2/minute", per_workspace="off")
+    for i in range(2):
+        assert rl.pass_known(f"10.0.5.{i}", "W", failed=True) is not None
+    assert rl.pass_known("10.0.5.9", "W", failed=True) is None
+    assert rl.local.window("10.0.5.9", time.time(), rl._by_ip[0][4])[0] == 0
+
+
+def test_ipv6_clients_share_their_networks_budget_and_invalid_usernames_one_bucket() -> None:
+    async def scenario() -> None:
+        rl = limiter(failed_per_ip="2/minute", failed_per_workspace="3/minute")
+        for address in ("2001:db8::1", "2001:db8::2"):
+            await rl.settle(await rl.admit(address, "W", checked=True), "KEY_MISMATCH")
+        assert (await rl.admit("2001:db8::ffff:1", "V", checked=True)).blocked is not None
+        assert (await rl.admit("2001:db8:0:1::1", "V", checked=True)).blocked is None
+        # A key as the username, or anything that is not a workspace ID: one shared bucket,
+        # and a 429 of that bucket names no workspace in the record.
+        from moeconnect.keys import generate_key
+
+        for username in (generate_key("data"), "not an id", "x" * 65):
+            admission = await rl.admit(f"10.0.6.{len(username)}", username, checked=True)
+            assert all(
+                w.ident in {"#invalid", f"10.0.6.{len(username)}"} for w in admission.windows
+            )
+            await rl.settle(admission, "WORKSPACE_NOT_FOUND")
+        refused = await rl.admit("10.0.7.1", "another id?", checked=True)
+        assert refused.blocked is not None and refused.blocked.name == "failed_per_workspace"
+        assert refused.blocked_workspace() is None
+
+    asyncio.run(scenario())

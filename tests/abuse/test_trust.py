@@ -12,21 +12,25 @@ from moeconnect.trust import BYTES_PER_ENTRY, TrustedClients
 def test_the_trusted_record_is_bounded_per_workspace_and_in_total() -> None:
     trust = TrustedClients(3600.0, per_workspace=4, total=10)
     for i in range(6):
-        trust.mark("W", f"10.0.0.{i}", 100.0 + i)
+        trust.mark("W", f"10.0.0.{i}", 6000.0 + i)
     assert len(trust) == 4
-    assert not trust.trusted("W", "10.0.0.0", 110.0)  # the least recent made way
-    assert trust.trusted("W", "10.0.0.5", 110.0)
+    assert not trust.trusted("W", "10.0.0.0", 6010.0)  # the least recent made way
+    assert trust.trusted("W", "10.0.0.5", 6010.0)
     for n in range(10):
-        trust.mark(f"V{n}", "10.0.1.1", 200.0 + n)
-    assert len(trust) == 10
-    assert not trust.trusted("W", "10.0.0.5", 210.0)  # the least recently active workspace
-    assert trust.trusted("V9", "10.0.1.1", 210.0)
-    assert not trust.trusted("V9", "10.0.1.1", 200.0 + 9 + 3600.0)  # expired
-    trust.sweep(200.0 + 5 + 3600.0)
-    assert len(trust) == 4
-    # Refreshing is due at most every few minutes, so successes rarely write anything.
-    assert not trust.due("V9", "10.0.1.1", 210.0)
-    assert trust.due("V9", "10.0.1.1", 209.0 + trust.refresh_every)
+        trust.mark(f"V{n}", "10.0.1.1", 6100.0 + n)
+        assert len(trust) <= 10
+    # Past the total, the workspaces recorded least recently were forgotten, W first.
+    assert not trust.trusted("W", "10.0.0.5", 6110.0)
+    assert trust.trusted("V9", "10.0.1.1", 6110.0)
+    assert not trust.trusted("V9", "10.0.1.2", 6110.0)
+    assert not trust.trusted("V9", "10.0.1.1", 6109.0 + 3600.0 + 60.0)  # expired
+    trust.sweep(6109.0 + 3600.0 + 60.0)
+    assert len(trust) == 0
+    # Refreshing is due at most every five minutes, so successes rarely write anything.
+    trust.mark("V9", "10.0.1.1", 9000.0)
+    assert not trust.due("V9", "10.0.1.1", 9010.0)
+    assert trust.due("V9", "10.0.1.1", 9000.0 + 6 * 60)
+    assert trust.due("V9", "10.0.1.2", 9010.0)
 
 
 def test_the_trusted_record_stays_within_its_stated_bytes() -> None:
@@ -45,7 +49,7 @@ def test_the_trusted_record_stays_within_its_stated_bytes() -> None:
     assert used <= total * BYTES_PER_ENTRY
 
 
-def test_a_trusted_client_is_served_past_spent_budgets_but_not_past_its_own() -> None:
+def test_a_trusted_client_is_served_past_spent_workspace_budgets_not_its_ips() -> None:
     async def scenario() -> None:
         rl = RateLimiter(
             LimitConfig.from_strings(
@@ -63,27 +67,20 @@ def test_a_trusted_client_is_served_past_spent_budgets_but_not_past_its_own() ->
         assert stranger.blocked is not None and stranger.blocked.name == "failed_per_workspace"
         owner = await rl.admit("10.0.0.1", "W", checked=True)
         assert owner.blocked is None
+        assert [w.name for w in owner.view] == ["failed_per_ip"]  # what its headers show
         assert rl.pass_known("10.0.0.1", "W", failed=False) is None  # the full path decides
-        # The owner's own failures still meet its IP's limit.
+        # The owner's address still meets its IP's limit, like any other.
         for _ in range(3):
             await rl.settle(await rl.admit("10.0.0.1", "W", checked=True), "KEY_MISMATCH")
         assert (await rl.admit("10.0.0.1", "W", checked=True)).blocked is not None
-        # All attempts per workspace: strangers can't spend what a trusted client is held to
-        # (successes); a runaway integration can.
+        # All attempts per workspace: strangers spending it don't refuse a trusted client.
         rl = RateLimiter(LimitConfig.from_strings({"per_workspace": "4/minute"}))
-        await rl.settle(await rl.admit("10.0.0.2", "X", checked=True), "SUCCESS")
+        assert rl.pass_known("10.0.0.2", "X", failed=False) is not None  # the warm path trusts
         for i in range(10):
             await rl.settle(await rl.admit(f"10.9.2.{i}", "X", checked=True), "KEY_MISMATCH")
         assert (await rl.admit("10.9.3.1", "X", checked=True)).blocked is not None
-        codes = []
-        for _ in range(4):
-            admission = await rl.admit("10.0.0.2", "X", checked=True)
-            codes.append(admission.blocked is None)
-            if admission.blocked is None:
-                await rl.settle(admission, "SUCCESS")
-        assert codes == [True, True, True, False]  # 1 + 3 successes: the 5th is refused
-        assert "successful attempts for this workspace" in admission.describe()
-        # Trust switched off: the spent budget refuses everyone, as before.
+        assert (await rl.admit("10.0.0.2", "X", checked=True)).blocked is None
+        # Trust switched off: a spent budget refuses everyone, as before.
         rl = RateLimiter(
             LimitConfig.from_strings({"failed_per_workspace": "2/minute", "trusted_for": "off"})
         )
@@ -91,5 +88,10 @@ def test_a_trusted_client_is_served_past_spent_budgets_but_not_past_its_own() ->
         for i in range(2):
             await rl.settle(await rl.admit(f"10.9.4.{i}", "Y", checked=True), "KEY_MISMATCH")
         assert (await rl.admit("10.0.0.3", "Y", checked=True)).blocked is not None
+        # A client trusted for one workspace is a stranger to another.
+        rl = RateLimiter(LimitConfig.from_strings({"failed_per_workspace": "1/minute"}))
+        await rl.settle(await rl.admit("10.0.0.4", "Z1", checked=True), "SUCCESS")
+        await rl.settle(await rl.admit("10.9.5.1", "Z2", checked=True), "KEY_MISMATCH")
+        assert (await rl.admit("10.0.0.4", "Z2", checked=True)).blocked is not None
 
     asyncio.run(scenario())
