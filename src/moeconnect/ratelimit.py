@@ -544,7 +544,9 @@ class RateLimiter:
             if now >= trust.minute_ends:
                 trust.tick(now)
             seen = trust.seen.get(workspace)
-            if (
+            if seen is None:
+                trust.mark(workspace, ip, now)
+            elif (
                 type(seen) is not int
                 or seen & MINUTE_MASK < trust.fresh_since
                 or seen >> TAG_SHIFT != hash(ip) & MINUTE_MASK

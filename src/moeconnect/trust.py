@@ -6,7 +6,7 @@ a client bucket (IP, or IPv6 /64) that authenticated successfully for a workspac
 Only a correct key adds an entry, so a client without one can't fill this; a key holder fills
 only its own workspace's :attr:`TrustedClients.per_workspace` slots (the least recently
 successful makes way), and :attr:`TrustedClients.total` bounds the whole process (past it, the
-entries that expired, then the half of the workspaces recorded least recently, are forgotten).
+workspaces recorded least recently, expired ones first, are forgotten down to half of it).
 
 Every warm workspace has an entry, so an entry is one small int: 30 bits of the client bucket's
 hash and 30 bits of the minute of its last recorded success (a workspace with several client
@@ -123,21 +123,25 @@ class TrustedClients:
             del seen[workspace]  # to the end: the dict's order is the order of recording
             seen[workspace] = (*kept, packed) if kept else packed
         if self._size > self.total:
-            self._prune(at)
+            self._prune()
 
     def sweep(self, now: float) -> None:
         """Forget successes older than ``trusted_for``."""
         self._keep_since(int(now) // 60 - self.trusted_minutes + 1)
 
-    def _prune(self, now: float) -> None:
-        """Over :attr:`total`: forget what expired and, if that is not enough, the half of the
-        workspaces recorded least recently (a dict keeps the order :meth:`mark` left)."""
-        self.sweep(now)
+    def _prune(self) -> None:
+        """Over :attr:`total`: forget the workspaces recorded least recently (a dict keeps the
+        order :meth:`mark` left, so expired entries go first) down to half of it, so that a
+        flood of distinct workspaces costs one pass per ``total / 2`` of them."""
         seen = self.seen
-        if self._size > self.total * 3 // 4:
-            for workspace in list(islice(seen, len(seen) // 2)):
-                entry = seen.pop(workspace)
-                self._size -= 1 if type(entry) is int else len(entry)  # type: ignore[arg-type]
+        size = self._size
+        target = self.total // 2
+        for workspace in list(islice(seen, max(1, len(seen) - target))):
+            entry = seen.pop(workspace)
+            size -= 1 if type(entry) is int else len(entry)  # type: ignore[arg-type]
+            if size <= target:
+                break
+        self._size = size
 
     def _keep_since(self, minute: int) -> None:
         seen = self.seen

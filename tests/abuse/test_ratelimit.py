@@ -183,6 +183,36 @@ def test_serve_refuses_a_bad_limit() -> None:
     assert "--limit-failed-per-ip" in result.stderr and "not a rate limit" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--limit-trusted-for", "soon", "24h"),
+        ("--limit-trusted-for", "10s", "under a minute"),
+        ("--limit-ipv6-prefix", "129", "1 to 128"),
+    ],
+)
+def test_serve_refuses_a_bad_limit_setting(flag: str, value: str, says: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "moeconnect", "serve", flag, value],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert flag in result.stderr and says in result.stderr
+
+
+def test_limit_settings_from_the_environment() -> None:
+    config = LimitConfig.from_env(
+        {"MOECONNECT_LIMIT_TRUSTED_FOR": "7d", "MOECONNECT_LIMIT_IPV6_PREFIX": "/56"}
+    )
+    assert config.trusted_for == 7 * 86400 and config.ipv6_prefix == 56
+    assert LimitConfig.from_env({"MOECONNECT_LIMIT_TRUSTED_FOR": "off"}).trusted_for == 0
+    with pytest.raises(ConfigError, match="MOECONNECT_LIMIT_TRUSTED_FOR"):
+        LimitConfig.from_env({"MOECONNECT_LIMIT_TRUSTED_FOR": "a while"})
+
+
 def test_pass_known_does_what_admit_and_settle_do() -> None:
     """The endpoint's in-memory shortcut counts and reports exactly like the full path."""
 

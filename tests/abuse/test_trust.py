@@ -42,10 +42,10 @@ def test_the_trusted_record_stays_within_its_stated_bytes() -> None:
     for n in range(total * 2):
         workspace = f"{n:064d}"
         trust.mark(workspace, f"2001:db8:{n % 65536:x}:{n // 65536:x}::/64", float(n))
-    used = tracemalloc.get_traced_memory()[0] - before
+    used = tracemalloc.get_traced_memory()[1] - before  # the peak, when the table was full
     tracemalloc.stop()
-    assert len(trust) == total
-    print(f"\n{total:,} trusted entries: {used:,} bytes, {used / total:.0f} per entry")
+    assert total // 2 <= len(trust) <= total
+    print(f"\nat most {total:,} trusted entries: {used:,} bytes, {used / total:.0f} per entry")
     assert used <= total * BYTES_PER_ENTRY
 
 
