@@ -120,14 +120,14 @@ def test_two_instances_share_the_trust_through_redis(tmp_path: Path, redis_url: 
         owner_ip = fresh_loopback()
         with sync_client_from(owner_ip, a.base_url) as owner:
             assert owner.post(PATH, **ok).status_code == 200
-        # 150 wrong keys from 10 addresses, split between the instances: the budget (100) is
-        # spent on both (counted together in Redis).
-        attack = _attack(b.base_url, workspace_id, 75, 500.0)
-        attack_a = _attack(a.base_url, workspace_id, 75, 500.0)
+        # 300 wrong keys from 50 addresses, split between the instances: the budget (100) is
+        # spent on both (counted together in Redis), past it the attackers get 429.
+        attack = _attack(b.base_url, workspace_id, 150, 500.0)
+        attack_a = _attack(a.base_url, workspace_id, 150, 500.0)
         outs = [json.loads(p.communicate(timeout=60)[0]) for p in (attack, attack_a)]
         assert [p.returncode for p in (attack, attack_a)] == [0, 0]
         refused = sum(out["statuses"].get("429", 0) for out in outs)
-        assert refused >= 150 - 100 - 2 * CONCURRENCY
+        assert refused >= 300 - 100 - 2 * CONCURRENCY, outs
         with sync_client_from(fresh_loopback(), b.base_url) as stranger:
             answer = stranger.post(PATH, **ok)
             assert answer.status_code == 429, answer.text
