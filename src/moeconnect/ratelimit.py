@@ -544,14 +544,15 @@ class RateLimiter:
             if now >= trust.minute_ends:
                 trust.tick(now)
             seen = trust.seen.get(workspace)
-            if seen is None:
-                trust.mark(workspace, ip, now)
-            elif (
-                type(seen) is not int
-                or seen & MINUTE_MASK < trust.fresh_since
-                or seen >> TAG_SHIFT != hash(ip) & MINUTE_MASK
-            ) and trust.due(workspace, ip, now):
-                trust.mark(workspace, ip, now)
+            if seen is None or (
+                (
+                    type(seen) is not int
+                    or seen & MINUTE_MASK < trust.fresh_since
+                    or seen >> TAG_SHIFT != hash(ip) & MINUTE_MASK
+                )
+                and trust.due(workspace, ip, now)
+            ):
+                trust.mark(workspace, ip, now)  # new here, or due again
         if best is None:
             return []
         return [
