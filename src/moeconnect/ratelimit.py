@@ -13,10 +13,26 @@ burst of up to twice the limit across a window boundary, is acceptable for brute
 
 Row 5 of the check table calls :meth:`RateLimiter.admit` (is a limit already exhausted?) and, once
 the outcome is known, :meth:`RateLimiter.settle` counts the attempt and returns the
-``X-RateLimit-*`` headers of the tightest limit. Counters live in this process's memory, or in
-Redis when ``MOECONNECT_REDIS`` is set so every instance shares them. When Redis can't be reached
-the limiter keeps answering from per-process memory (a warning in the log, the
-``moeconnect_ratelimit_fallback`` metric) and goes back to Redis as soon as it answers a ping.
+``X-RateLimit-*`` headers of the tightest limit.
+
+The workspace limits never lock out a workspace's working integrations (SPEC sections 5 and 9):
+workspace IDs are public, so anyone can spend a workspace's budgets. A client bucket (IP, or
+IPv6 /64: :class:`~moeconnect.proxies.IpBuckets`) that authenticated successfully for the
+workspace within ``trusted_for`` (24 hours; :class:`~moeconnect.trust.TrustedClients`) is not
+refused by them; it is held to the per-IP limit like everyone. The trust is consulted only once a
+workspace budget is spent, and recorded at most every few minutes per workspace and address (in
+the same Redis pipeline as the counters), so the success path costs what it did. docs/limits.md
+has the threat model.
+
+A Basic username that is not a workspace ID (``WORKSPACE_ID_PATTERN``), or that is a key
+(``looks_like_key``: a client swapped the fields), is counted in one shared bucket,
+:data:`INVALID_WORKSPACE`: it never becomes part of a Redis key name, and no workspace can have
+such an ID, so the bucket's 429s refuse only attempts that fail anyway.
+
+Counters live in this process's memory, or in Redis when ``MOECONNECT_REDIS`` is set so every
+instance shares them. When Redis can't be reached the limiter keeps answering from per-process
+memory (a warning in the log, the ``moeconnect_ratelimit_fallback`` metric) and goes back to
+Redis as soon as it answers a ping.
 """
 
 from __future__ import annotations
@@ -29,6 +45,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Final, cast
 
 from limits import RateLimitItem, parse
@@ -39,17 +56,25 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .config import ConfigError
+from .durations import format_duration, parse_duration
 from .errors import STALE_SUCCESS, SUCCESS
 from .instants import Instants
+from .keys import WORKSPACE_ID_PATTERN, looks_like_key
+from .proxies import IpBuckets
+from .trust import MINUTE_MASK, TAG_SHIFT, TrustedClients
 
 __all__ = [
     "DEFAULTS",
     "ENV",
+    "INVALID_WORKSPACE",
+    "SETTING_DEFAULTS",
+    "SETTING_ENV",
     "Admission",
     "LimitConfig",
     "LocalWindows",
     "RateLimiter",
     "parse_limit",
+    "workspace_bucket",
 ]
 
 log = logging.getLogger("moeconnect.ratelimit")
@@ -73,6 +98,17 @@ _DESCRIBED: Final = {
     FAILED_PER_WORKSPACE: "failed attempts for this workspace",
     PER_WORKSPACE: "attempts for this workspace",
 }
+# Settings beside the three limits: how long a success keeps a client served past a spent
+# workspace budget ("off" or 0: never), and the IPv6 network a client is counted by.
+TRUSTED_FOR: Final = "trusted_for"
+IPV6_PREFIX: Final = "ipv6_prefix"
+SETTING_DEFAULTS: Final = {TRUSTED_FOR: "24h", IPV6_PREFIX: "64"}
+SETTING_ENV: Final = {
+    TRUSTED_FOR: "MOECONNECT_LIMIT_TRUSTED_FOR",
+    IPV6_PREFIX: "MOECONNECT_LIMIT_IPV6_PREFIX",
+}
+# The counter of every Basic username that is not a workspace ID (never one: "#" can't be in one).
+INVALID_WORKSPACE: Final = "#invalid"
 _OFF: Final = frozenset({"off", "none", "disabled", "0"})
 # Outcomes that are not the caller's doing are not counted: a 429 (already refused), a store
 # outage and an internal error.
@@ -82,6 +118,7 @@ _MAX_ID: Final = 128  # workspace IDs are at most 64 characters; longer username
 _REDIS_TIMEOUT: Final = 0.25  # seconds; a slow Redis must not stall the endpoint
 _PROBE_INTERVAL: Final = 1.0  # seconds between pings while falling back to memory
 _REDIS_ERRORS: Final = (RedisError, StorageError, OSError, TimeoutError)
+_TRUST_NAMESPACE: Final = "moeconnect:trusted/"  # + workspace ID: a sorted set of client buckets
 
 
 def parse_limit(raw: str, name: str = "limit") -> RateLimitItem | None:
@@ -101,20 +138,64 @@ def parse_limit(raw: str, name: str = "limit") -> RateLimitItem | None:
     return type(item)(item.amount, item.multiples, namespace=f"moeconnect:{name}")
 
 
+def parse_trusted_for(raw: str, name: str = TRUSTED_FOR) -> float:
+    """``"24h"`` → seconds; ``"off"`` (or 0) → 0: no client is exempt from a spent budget."""
+    text = raw.strip()
+    if text.lower() in _OFF:
+        return 0.0
+    try:
+        seconds = parse_duration(text).total_seconds()
+    except ValueError as err:
+        raise ConfigError(f"{name}: {err}, or off") from None
+    if seconds < 60:
+        raise ConfigError(f"{name}: {raw!r} is under a minute; use e.g. 24h, 7d, or off")
+    return seconds
+
+
+def parse_ipv6_prefix(raw: str, name: str = IPV6_PREFIX) -> int:
+    """``"64"`` → 64: an IPv6 client is counted by its network of this prefix length."""
+    try:
+        prefix = int(raw.strip().lstrip("/"))
+    except ValueError:
+        prefix = 0
+    if not 1 <= prefix <= 128:
+        raise ConfigError(f"{name}: {raw!r} is not a prefix length from 1 to 128 (e.g. 64)")
+    return prefix
+
+
+def workspace_bucket(username: str) -> str:
+    """The identifier a Basic username is counted under: itself when it is a workspace ID,
+    else :data:`INVALID_WORKSPACE` (so a key sent as the username is never a Redis key name)."""
+    if WORKSPACE_ID_PATTERN.match(username) is None or looks_like_key(username):
+        return INVALID_WORKSPACE
+    return username
+
+
 @dataclass(frozen=True)
 class LimitConfig:
-    """The three limits; ``None`` disables one."""
+    """The three limits (``None`` disables one), and how clients are told apart."""
 
     failed_per_ip: RateLimitItem | None
     failed_per_workspace: RateLimitItem | None
     per_workspace: RateLimitItem | None
+    trusted_for: float = 24 * 3600.0  # seconds; 0: a spent workspace budget refuses everyone
+    ipv6_prefix: int = 64
 
     @classmethod
     def from_strings(cls, values: Mapping[str, str]) -> LimitConfig:
         def item(name: str) -> RateLimitItem | None:
             return parse_limit(values.get(name) or DEFAULTS[name], name)
 
-        return cls(item(FAILED_PER_IP), item(FAILED_PER_WORKSPACE), item(PER_WORKSPACE))
+        def setting(name: str) -> str:
+            return values.get(name) or SETTING_DEFAULTS[name]
+
+        return cls(
+            item(FAILED_PER_IP),
+            item(FAILED_PER_WORKSPACE),
+            item(PER_WORKSPACE),
+            parse_trusted_for(setting(TRUSTED_FOR)),
+            parse_ipv6_prefix(setting(IPV6_PREFIX)),
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LimitConfig:
@@ -124,11 +205,17 @@ class LimitConfig:
             if raw := env.get(variable):
                 parse_limit(raw, variable)  # the error names the variable
                 values[name] = raw
+        if raw := env.get(SETTING_ENV[TRUSTED_FOR]):
+            parse_trusted_for(raw, SETTING_ENV[TRUSTED_FOR])
+            values[TRUSTED_FOR] = raw
+        if raw := env.get(SETTING_ENV[IPV6_PREFIX]):
+            parse_ipv6_prefix(raw, SETTING_ENV[IPV6_PREFIX])
+            values[IPV6_PREFIX] = raw
         return cls.from_strings(values)
 
     def describe(self) -> dict[str, str]:
         """Human-readable settings, for the startup log."""
-        return {
+        described = {
             name: (str(item) if item is not None else "off")
             for name, item in (
                 (FAILED_PER_IP, self.failed_per_ip),
@@ -136,6 +223,11 @@ class LimitConfig:
                 (PER_WORKSPACE, self.per_workspace),
             )
         }
+        described[TRUSTED_FOR] = (
+            format_duration(timedelta(seconds=self.trusted_for)) if self.trusted_for else "off"
+        )
+        described[IPV6_PREFIX] = f"/{self.ipv6_prefix}"
+        return described
 
 
 class LocalWindows(Storage):
@@ -252,20 +344,47 @@ class _Window:
 
 
 class Admission:
-    """Row 5's verdict for one request, carried to :meth:`RateLimiter.settle`."""
+    """Row 5's verdict for one request, carried to :meth:`RateLimiter.settle`.
 
-    __slots__ = ("blocked", "checked", "retry_after", "windows", "workspace")
+    ``windows`` are the counters the attempt moves (the IP's and the workspace's); ``view`` the
+    ones that decide and are shown in the headers: the same, unless the client is trusted for
+    the workspace and a workspace budget is spent (then only its IP's).
+    """
+
+    __slots__ = (
+        "blocked",
+        "checked",
+        "ip",
+        "retry_after",
+        "view",
+        "windows",
+        "workspace",
+    )
 
     def __init__(
-        self, windows: list[_Window], checked: bool, now: float, workspace: str | None = None
+        self,
+        windows: list[_Window],
+        checked: bool,
+        now: float,
+        workspace: str | None = None,
+        ip: str | None = None,
     ) -> None:
         self.windows = windows
-        self.workspace = workspace
+        self.workspace = workspace  # a valid workspace ID, never what a client made up
+        self.ip = ip  # the client's bucket
         self.checked = checked  # the request reached row 5 (it carried Basic credentials)
+        self.view = windows
         self.blocked: _Window | None = None
         self.retry_after = 0
-        if checked:
-            for window in windows:
+        self.decide(windows, now)
+
+    def decide(self, view: list[_Window], now: float) -> None:
+        """Judge the attempt by ``view``'s windows."""
+        self.view = view
+        self.blocked = None
+        self.retry_after = 0
+        if self.checked:
+            for window in view:
                 if window.remaining <= 0 and (
                     self.blocked is None or window.reset > self.blocked.reset
                 ):
@@ -295,7 +414,9 @@ class RateLimiter:
     """The three limits over local memory or Redis, with fallback to memory when Redis fails.
 
     With Redis, reading the counters is one pipelined round trip (``GET`` + ``TTL`` per limit)
-    and counting is another (``limits``' own increment-and-expire script per limit, pipelined).
+    and counting is another (``limits``' own increment-and-expire script per limit, pipelined,
+    with the trust of a success when it is due). Only while a workspace budget is spent does a
+    request read the trust, in one more round trip (when this process doesn't know it).
     """
 
     def __init__(self, config: LimitConfig, redis_url: str | None = None) -> None:
@@ -317,6 +438,13 @@ class RateLimiter:
         self.fallbacks = 0  # times Redis failed and memory took over
         self.rejections: dict[str, int] = dict.fromkeys(ENV, 0)
         self._probe: asyncio.Task[None] | None = None
+        self.buckets = IpBuckets(config.ipv6_prefix)
+        # Clients that succeeded recently for a workspace: exempt from its spent budgets.
+        self.trust: TrustedClients | None = None
+        if config.trusted_for > 0 and (
+            config.failed_per_workspace is not None or config.per_workspace is not None
+        ):
+            self.trust = TrustedClients(config.trusted_for)
         # Each limit: its Redis key as limits' ``item.key_for(identifier)`` builds it,
         # precomputed around the identifier (that function is the costliest step of a request),
         # and its table of counters in memory.
@@ -358,6 +486,10 @@ class RateLimiter:
             with contextlib.suppress(*_REDIS_ERRORS):
                 await cast(Redis, self._bridge().get_connection()).aclose()
 
+    def bucket(self, ip: str) -> str:
+        """The per-IP limit's identifier of a client address (an IPv6 address: its /64)."""
+        return self.buckets(ip)
+
     # -- the hot path -----------------------------------------------------------------------
 
     @property
@@ -372,16 +504,21 @@ class RateLimiter:
 
         The same arithmetic as :meth:`admit` followed by :meth:`settle`, without their objects:
         it returns the ``X-RateLimit-*`` headers, or None — having counted nothing — when a limit
-        is exhausted, so the caller takes the full path, which refuses the attempt. Only valid
-        while :attr:`in_memory`.
+        is exhausted, so the caller takes the full path, which refuses the attempt (or, for a
+        trusted client, serves it). Only valid while :attr:`in_memory`.
         """
         now = time.time()
         local = self.local
         local.sweep(now)
         tables = local._tables
-        workspace = workspace[:_MAX_ID]
+        if ip is not None and ":" in ip:
+            ip = self.buckets(ip)
+        # A success is for a workspace the store holds; a failure's username is the client's.
+        workspace = workspace_bucket(workspace) if failed else workspace[:_MAX_ID]
         best: tuple[int, float, int] | None = None  # (remaining, reset, amount) of the tightest
-        for by_ip, amount, expiry, table, on_success in self._known_plan:
+        plan = self._known_plan
+        for step in plan:
+            by_ip, amount, expiry, table, on_success = step
             ident = ip if by_ip else workspace
             if not ident:
                 continue
@@ -392,6 +529,7 @@ class RateLimiter:
             else:
                 count, end = entry
             if count >= amount:
+                self._uncount(step, ip, workspace, failed)
                 return None
             if failed or on_success:
                 count += 1
@@ -399,6 +537,22 @@ class RateLimiter:
             remaining = amount - count
             if best is None or remaining < best[0] or (remaining == best[0] and end > best[1]):
                 best = (remaining, end, amount)
+        trust = self.trust
+        if trust is not None and not failed and ip:
+            # TrustedClients.due() inlined for the common case, one address a workspace (this
+            # is the warm path): the entry is (hash tag, minute) packed in an int.
+            if now >= trust.minute_ends:
+                trust.tick(now)
+            seen = trust.seen.get(workspace)
+            if seen is None or (
+                (
+                    type(seen) is not int
+                    or seen & MINUTE_MASK < trust.fresh_since
+                    or seen >> TAG_SHIFT != hash(ip) & MINUTE_MASK
+                )
+                and trust.due(workspace, ip, now)
+            ):
+                trust.mark(workspace, ip, now)  # new here, or due again
         if best is None:
             return []
         return [
@@ -407,15 +561,43 @@ class RateLimiter:
             (b"x-ratelimit-reset", str(max(0, math.ceil(best[1] - now))).encode()),
         ]
 
+    def _uncount(
+        self, stop: tuple[bool, int, int, int, bool], ip: str | None, workspace: str, failed: bool
+    ) -> None:
+        """Take back what :meth:`pass_known` counted before it found ``stop`` exhausted."""
+        tables = self.local._tables
+        for step in self._known_plan:
+            if step is stop:
+                return
+            by_ip, _amount, _expiry, table, on_success = step
+            ident = ip if by_ip else workspace
+            if ident and (failed or on_success):
+                count, end = tables[table][ident]
+                tables[table][ident] = (count - 1, end)
+
     def _applicable(self, ip: str | None, workspace: str | None) -> list[tuple[_Limit, str]]:
         """(limit, identifier) of every limit that applies to the attempt."""
         found: list[tuple[_Limit, str]] = []
         if ip:
+            ip = self.buckets(ip)
             found.extend((limit, ip) for limit in self._by_ip)
         if workspace:
-            workspace = workspace[:_MAX_ID]
+            workspace = workspace_bucket(workspace)
             found.extend((limit, workspace) for limit in self._by_workspace)
         return found
+
+    async def _states(
+        self, applicable: list[tuple[_Limit, str]], now: float
+    ) -> list[tuple[int, float]]:
+        """(count, window end) of each counter, from Redis or from memory."""
+        if self.remote is not None and not self.using_fallback:
+            try:
+                keys = [limit[2] + ident + limit[3] for limit, ident in applicable]
+                return await self._read_remote(keys, now)
+            except _REDIS_ERRORS as err:
+                self._fall_back(err)
+        local = self.local
+        return [local.window(ident, now, limit[4]) for limit, ident in applicable]
 
     async def admit(self, ip: str | None, workspace: str | None, *, checked: bool) -> Admission:
         """The state of every limit that applies; ``blocked`` names an exhausted one.
@@ -427,24 +609,47 @@ class RateLimiter:
         now = time.time()
         if not applicable:
             return Admission([], checked, now)
-        states: list[tuple[int, float]] | None = None
-        if self.remote is not None and not self.using_fallback:
-            try:
-                keys = [limit[2] + ident + limit[3] for limit, ident in applicable]
-                states = await self._read_remote(keys, now)
-            except _REDIS_ERRORS as err:
-                self._fall_back(err)
-        if states is None:
-            local = self.local
-            states = [local.window(ident, now, limit[4]) for limit, ident in applicable]
+        states = await self._states(applicable, now)
         windows = [
             _Window(limit, ident, count, end, now)
             for (limit, ident), (count, end) in zip(applicable, states, strict=True)
         ]
-        admission = Admission(windows, checked, now, workspace)
+        bucket = self.buckets(ip) if ip else None
+        ident = workspace_bucket(workspace) if workspace else None
+        valid = ident if ident != INVALID_WORKSPACE else None
+        admission = Admission(windows, checked, now, valid, bucket)
+        blocked = admission.blocked
+        if (
+            blocked is not None
+            and blocked.name != FAILED_PER_IP
+            and bucket is not None
+            and valid is not None
+        ):
+            await self._trusted_view(admission, valid, bucket, now)
         if admission.blocked is not None:
             self.rejections[admission.blocked.name] += 1
         return admission
+
+    async def _trusted_view(
+        self, admission: Admission, workspace: str, bucket: str, now: float
+    ) -> None:
+        """A spent workspace budget: judge a client that succeeded recently by its IP's limit
+        alone (asking Redis, one round trip, when this process doesn't know the client)."""
+        trust = self.trust
+        if trust is None:
+            return
+        trusted = trust.trusted(workspace, bucket, now)
+        if not trusted and self.remote is not None and not self.using_fallback:
+            try:
+                since = await self._read_trust_remote(workspace, bucket)
+            except _REDIS_ERRORS as err:
+                self._fall_back(err)
+            else:
+                if since is not None and now - since < trust.trusted_for:
+                    trusted = True
+                    trust.mark(workspace, bucket, since)  # known here now, without Redis
+        if trusted:
+            admission.decide([w for w in admission.windows if w.name == FAILED_PER_IP], now)
 
     async def settle(self, admission: Admission, code: str) -> list[tuple[bytes, bytes]]:
         """Count the attempt whose outcome is ``code``; the ``X-RateLimit-*`` headers."""
@@ -452,18 +657,36 @@ class RateLimiter:
         if not windows:
             return []
         if admission.checked and code not in _NOT_COUNTED:
-            failed = code not in _SUCCESSES
-            counted = [w for w in windows if failed or w.name == PER_WORKSPACE]
-            if counted:
-                await self._count(counted)
-        return _headers(windows)
+            if code not in _SUCCESSES:
+                await self._count(list(windows))
+            else:
+                await self._count_success(admission)
+        return _headers(admission.view) if admission.view else []
 
-    async def _count(self, windows: list[_Window]) -> None:
+    async def _count_success(self, admission: Admission) -> None:
+        """Count a success (all attempts) and record the client's trust when it is due."""
+        now = time.time()
+        counted = [w for w in admission.windows if w.name == PER_WORKSPACE]
+        workspace, bucket = admission.workspace, admission.ip
+        mark: tuple[str, str] | None = None
+        trust = self.trust
+        if (
+            trust is not None
+            and workspace is not None
+            and bucket is not None
+            and trust.due(workspace, bucket, now)
+        ):
+            trust.mark(workspace, bucket, now)
+            mark = (workspace, bucket)
+        if counted or mark is not None:
+            await self._count(counted, mark)
+
+    async def _count(self, windows: list[_Window], mark: tuple[str, str] | None = None) -> None:
         now = time.time()
         counts: list[int] | None = None
         if self.remote is not None and not self.using_fallback:
             try:
-                counts = await self._incr_remote(windows)
+                counts = await self._incr_remote(windows, mark, now)
             except _REDIS_ERRORS as err:
                 self._fall_back(err)
         if counts is None:
@@ -480,6 +703,10 @@ class RateLimiter:
         assert self.remote is not None
         return cast(RedispyBridge, self.remote.bridge)
 
+    def _trust_key(self, workspace: str) -> str:
+        """The sorted set of a workspace's trusted client buckets (score: last success)."""
+        return self._bridge().prefixed_key(_TRUST_NAMESPACE + workspace)
+
     async def _read_remote(self, keys: list[str], now: float) -> list[tuple[int, float]]:
         bridge = self._bridge()
         pipe = cast(Redis, bridge.get_connection()).pipeline(transaction=False)
@@ -488,17 +715,23 @@ class RateLimiter:
             pipe.get(full)
             pipe.ttl(full)
         replies = await pipe.execute()
-        states: list[tuple[int, float]] = []
-        for i in range(0, len(replies), 2):
-            count = int(replies[i] or 0)
-            ttl = replies[i + 1]
-            states.append((count, now + ttl) if count and ttl > 0 else (0, now))
-        return states
+        return [_state(replies[i], replies[i + 1], now) for i in range(0, len(replies), 2)]
 
-    async def _incr_remote(self, windows: list[_Window]) -> list[int]:
+    async def _read_trust_remote(self, workspace: str, bucket: str) -> float | None:
+        """When ``bucket`` last succeeded for ``workspace``, as any instance recorded it."""
+        bridge = self._bridge()
+        score = await cast(Redis, bridge.get_connection()).zscore(
+            self._trust_key(workspace), bucket
+        )
+        return float(score) if score is not None else None
+
+    async def _incr_remote(
+        self, windows: list[_Window], mark: tuple[str, str] | None, now: float
+    ) -> list[int]:
         # limits' own increment-and-expire script (INCRBY, EXPIRE on a new key: works on every
         # Redis version), queued for all limits in one pipeline; the pipeline loads the script
-        # into Redis when Redis doesn't know it yet.
+        # into Redis when Redis doesn't know it yet. A success's trust, when due, rides along:
+        # the workspace's set keeps its newest entries, and expires with the last of them.
         bridge = self._bridge()
         pipe = cast(Redis, bridge.get_connection()).pipeline(transaction=False)
         for window in windows:
@@ -507,7 +740,15 @@ class RateLimiter:
                 args=[window.item.get_expiry(), 1],
                 client=pipe,  # type: ignore[arg-type]  # redis-py queues scripts in pipelines
             )
-        return [int(count) for count in await pipe.execute()]
+        if mark is not None and self.trust is not None:
+            trust = self.trust
+            key = self._trust_key(mark[0])
+            pipe.zadd(key, {mark[1]: now})
+            pipe.zremrangebyscore(key, "-inf", now - trust.trusted_for)
+            pipe.zremrangebyrank(key, 0, -trust.per_workspace - 1)
+            pipe.expire(key, math.ceil(trust.trusted_for))
+        replies = await pipe.execute()
+        return [int(count) for count in replies[: len(windows)]]
 
     def _fall_back(self, err: BaseException) -> None:
         if not self.using_fallback:
@@ -543,6 +784,12 @@ def _key_parts(item: RateLimitItem) -> tuple[str, str]:
     key = item.key_for(marker)
     prefix, _, suffix = key.partition(marker)
     return prefix, suffix
+
+
+def _state(count: bytes | None, ttl: int, now: float) -> tuple[int, float]:
+    """(count, window end) from a counter's ``GET`` and ``TTL`` replies."""
+    value = int(count or 0)
+    return (value, now + ttl) if value and ttl > 0 else (0, now)
 
 
 def _headers(windows: list[_Window]) -> list[tuple[bytes, bytes]]:

@@ -1,8 +1,11 @@
-"""Flood a server with wrong keys from one address, at a steady rate; print the status counts.
+"""Flood a server with wrong keys from one address or several, at a steady rate; print the
+status counts.
 
-Run as a separate process by the flood test. The requests are prebuilt bytes written to raw
-keep-alive sockets, so the generator costs this machine little CPU beside the server's own work.
-usage: flood.py BASE_URL SOURCE_IP WORKSPACE_ID COUNT RATE CONCURRENCY
+Run as a separate process by the flood and lockout tests. The requests are prebuilt bytes written
+to raw keep-alive sockets, so the generator costs this machine little CPU beside the server's own
+work. SOURCE_IPS is one address or a comma-separated list: connection i comes from address
+i mod len(list).
+usage: flood.py BASE_URL SOURCE_IPS WORKSPACE_ID COUNT RATE CONCURRENCY
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def request(host: str, workspace_id: str, i: int) -> bytes:
 
 
 async def main(
-    base_url: str, ip: str, workspace_id: str, count: int, rate: float, conc: int
+    base_url: str, ips: list[str], workspace_id: str, count: int, rate: float, conc: int
 ) -> None:
     url = urlsplit(base_url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
@@ -41,7 +44,7 @@ async def main(
     queue: asyncio.Queue[int] = asyncio.Queue()
     started = time.monotonic()
 
-    async def worker() -> None:
+    async def worker(ip: str) -> None:
         nonlocal retry_after_missing
         reader, writer = await asyncio.open_connection(host, port, local_addr=(ip, 0))
         while True:
@@ -62,7 +65,7 @@ async def main(
             if status == "429" and "retry-after" not in fields:
                 retry_after_missing += 1
 
-    workers = [asyncio.create_task(worker()) for _ in range(conc)]
+    workers = [asyncio.create_task(worker(ips[n % len(ips)])) for n in range(conc)]
     next_at = started
     for i in range(count):
         # A steady rate while running; after a pause (SIGSTOP) no burst to catch up.
@@ -95,4 +98,5 @@ if __name__ == "__main__":
     # server still answers every one of its requests, at whatever rate the generator achieves.
     os.nice(10)
     url, source, workspace, n, per_second, concurrency = sys.argv[1:7]
-    asyncio.run(main(url, source, workspace, int(n), float(per_second), int(concurrency)))
+    sources = source.split(",")
+    asyncio.run(main(url, sources, workspace, int(n), float(per_second), int(concurrency)))

@@ -41,6 +41,8 @@ def test_limits_parse_like_the_spec_says() -> None:
         "failed_per_ip": "30 per 1 minute",
         "failed_per_workspace": "100 per 1 minute",
         "per_workspace": "600 per 1 minute",
+        "trusted_for": "1d",
+        "ipv6_prefix": "/64",
     }
 
 
@@ -181,6 +183,36 @@ def test_serve_refuses_a_bad_limit() -> None:
     assert "--limit-failed-per-ip" in result.stderr and "not a rate limit" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--limit-trusted-for", "soon", "24h"),
+        ("--limit-trusted-for", "10s", "under a minute"),
+        ("--limit-ipv6-prefix", "129", "1 to 128"),
+    ],
+)
+def test_serve_refuses_a_bad_limit_setting(flag: str, value: str, says: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "moeconnect", "serve", flag, value],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert flag in result.stderr and says in result.stderr
+
+
+def test_limit_settings_from_the_environment() -> None:
+    config = LimitConfig.from_env(
+        {"MOECONNECT_LIMIT_TRUSTED_FOR": "7d", "MOECONNECT_LIMIT_IPV6_PREFIX": "/56"}
+    )
+    assert config.trusted_for == 7 * 86400 and config.ipv6_prefix == 56
+    assert LimitConfig.from_env({"MOECONNECT_LIMIT_TRUSTED_FOR": "off"}).trusted_for == 0
+    with pytest.raises(ConfigError, match="MOECONNECT_LIMIT_TRUSTED_FOR"):
+        LimitConfig.from_env({"MOECONNECT_LIMIT_TRUSTED_FOR": "a while"})
+
+
 def test_pass_known_does_what_admit_and_settle_do() -> None:
     """The endpoint's in-memory shortcut counts and reports exactly like the full path."""
 
@@ -204,8 +236,10 @@ def test_pass_known_does_what_admit_and_settle_do() -> None:
         assert short.pass_known("10.0.0.1", "W1", failed=False) is not None
         assert short.pass_known("10.0.0.1", "W1", failed=False) is None
         assert short.pass_known("10.0.0.1", "W1", failed=False) is None
-        refused = await short.admit("10.0.0.1", "W1", checked=True)
+        refused = await short.admit("10.0.0.2", "W1", checked=True)
         assert refused.blocked is not None and refused.blocked.name == "per_workspace"
+        # 10.0.0.1 succeeded for W1: it is held to W1's successes (4 of 6) instead.
+        assert (await short.admit("10.0.0.1", "W1", checked=True)).blocked is None
         # Another workspace from the same IP: only the IP's failures so far apply.
         other = short.pass_known("10.0.0.1", "W2", failed=True)
         assert other is not None and headers(other)["x-ratelimit-remaining"] == 2
@@ -228,5 +262,39 @@ def test_memory_counters_are_keyed_by_the_identifier_itself() -> None:
         assert [w.remaining for w in per_ip.windows] == [4]
         per_workspace = await rl.admit(None, workspace, checked=True)
         assert [w.remaining for w in per_workspace.windows] == [2]
+
+    asyncio.run(scenario())
+
+
+def test_pass_known_counts_nothing_when_it_declines() -> None:
+    """A later limit found exhausted takes back what earlier ones counted: the full path, which
+    then answers, counts the attempt once."""
+    rl = limiter(failed_per_ip="10/minute", failed_per_workspace="2/minute", per_workspace="off")
+    for i in range(2):
+        assert rl.pass_known(f"10.0.5.{i}", "W", failed=True) is not None
+    assert rl.pass_known("10.0.5.9", "W", failed=True) is None
+    assert rl.local.window("10.0.5.9", time.time(), rl._by_ip[0][4])[0] == 0
+
+
+def test_ipv6_clients_share_their_networks_budget_and_invalid_usernames_one_bucket() -> None:
+    async def scenario() -> None:
+        rl = limiter(failed_per_ip="2/minute", failed_per_workspace="3/minute")
+        for address in ("2001:db8::1", "2001:db8::2"):
+            await rl.settle(await rl.admit(address, "W", checked=True), "KEY_MISMATCH")
+        assert (await rl.admit("2001:db8::ffff:1", "V", checked=True)).blocked is not None
+        assert (await rl.admit("2001:db8:0:1::1", "V", checked=True)).blocked is None
+        # A key as the username, or anything that is not a workspace ID: one shared bucket,
+        # and a 429 of that bucket names no workspace in the record.
+        from moeconnect.keys import generate_key
+
+        for username in (generate_key("data"), "not an id", "x" * 65):
+            admission = await rl.admit(f"10.0.6.{len(username)}", username, checked=True)
+            assert all(
+                w.ident in {"#invalid", f"10.0.6.{len(username)}"} for w in admission.windows
+            )
+            await rl.settle(admission, "WORKSPACE_NOT_FOUND")
+        refused = await rl.admit("10.0.7.1", "another id?", checked=True)
+        assert refused.blocked is not None and refused.blocked.name == "failed_per_workspace"
+        assert refused.blocked_workspace() is None
 
     asyncio.run(scenario())

@@ -167,8 +167,13 @@ def test_what_a_warm_workspace_costs_stays_within_its_budget(sqlite_url: str) ->
     On a busy machine one measurement in a few came out 100-200 bytes higher (a few hundred KB
     held at that moment by the server's background work, not per workspace; seen at several
     commits), so a second set of workspaces is measured when the first is over budget: a real
-    regression is over in both."""
+    regression is over in both.
+
+    Since issue 22 the limiter also remembers, per workspace, the address that succeeded (so a
+    stranger can't lock it out): ~85 bytes, in a table bounded at 50,000 entries in all
+    (moeconnect.trust), hence the budget 1,175 + 90."""
     count = 2000
+    budget = 1175 + 90
 
     async def go() -> None:
         app = _app(sqlite_url)
@@ -196,10 +201,10 @@ def test_what_a_warm_workspace_costs_stays_within_its_budget(sqlite_url: str) ->
                     tracemalloc.stop()
                 measured.append(held / count)
                 print(f"{measured[-1]:.0f} bytes per warm workspace")
-                if measured[-1] < 1175:
+                if measured[-1] < budget:
                     break
             assert len(app.endpoint._memo) >= count and len(runtime.cache) >= count
-            assert min(measured) < 1175, f"{min(measured):.0f} bytes per warm workspace"
+            assert min(measured) < budget, f"{min(measured):.0f} bytes per warm workspace"
         finally:
             await runtime.stop()
 

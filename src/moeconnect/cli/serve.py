@@ -10,6 +10,8 @@ from ..config import ConfigError
 from ..dcs import DEFAULT_DCS, parse_dc_list
 from ..ratelimit import DEFAULTS as LIMIT_DEFAULTS
 from ..ratelimit import ENV as LIMIT_ENV
+from ..ratelimit import SETTING_DEFAULTS as LIMIT_SETTING_DEFAULTS
+from ..ratelimit import SETTING_ENV as LIMIT_SETTING_ENV
 from ..ratelimit import LimitConfig
 from ..record import parse_audit_retention, parse_retention
 from ..store import open_store
@@ -97,6 +99,22 @@ __all__ = ["serve"]
     show_default=True,
     help="All attempts allowed per workspace; env MOECONNECT_LIMIT_PER_WORKSPACE.",
 )
+@click.option(
+    "--limit-trusted-for",
+    envvar=LIMIT_SETTING_ENV["trusted_for"],
+    default=LIMIT_SETTING_DEFAULTS["trusted_for"],
+    show_default=True,
+    help="How long a success keeps an IP served past a workspace's spent limits (e.g. 24h, 7d, "
+    "or off); env MOECONNECT_LIMIT_TRUSTED_FOR.",
+)
+@click.option(
+    "--limit-ipv6-prefix",
+    envvar=LIMIT_SETTING_ENV["ipv6_prefix"],
+    default=LIMIT_SETTING_DEFAULTS["ipv6_prefix"],
+    show_default=True,
+    help="IPv6 clients are counted per network of this prefix length; "
+    "env MOECONNECT_LIMIT_IPV6_PREFIX.",
+)
 @db_option
 def serve(
     host: str,
@@ -114,6 +132,8 @@ def serve(
     limit_failed_per_ip: str,
     limit_failed_per_workspace: str,
     limit_per_workspace: str,
+    limit_trusted_for: str,
+    limit_ipv6_prefix: str,
     db_url: str,
 ) -> None:
     """Run the Test Connection API, the admin API and the dashboard."""
@@ -158,13 +178,15 @@ def serve(
         "failed_per_ip": limit_failed_per_ip,
         "failed_per_workspace": limit_failed_per_workspace,
         "per_workspace": limit_per_workspace,
+        "trusted_for": limit_trusted_for,
+        "ipv6_prefix": limit_ipv6_prefix,
     }
     try:
         LimitConfig.from_strings(limits)
     except ConfigError as err:
         fail(f"--limit-{str(err).replace('_', '-')}", 2)
     for name, value in limits.items():
-        os.environ[LIMIT_ENV[name]] = value
+        os.environ[{**LIMIT_ENV, **LIMIT_SETTING_ENV}[name]] = value
     if redis_url:
         os.environ["MOECONNECT_REDIS"] = redis_url
     if trusted_proxies:
