@@ -479,7 +479,8 @@ class ConnectionRecorder:
         counter.last = at
         counter.request_id = request_id
         counter.client_ip = client_ip
-        counter.agent = user_agent
+        # Cut: the counter is a memo entry, kept long (a slice of a shorter one is no copy).
+        counter.agent = user_agent and user_agent[:AGENT_KEPT]
 
     def _drop(self, attempts: int = 1) -> None:
         self.dropped += attempts

@@ -12,12 +12,14 @@ field checks and the key's HMAC; and when the last answer was a success against 
 the cache still holds, the repeat is answered from what was sent then (the *warm* path): a hash,
 two dict lookups, the limits and the record's counter.
 
-The memo is bounded in entries (:data:`_MEMO_SIZE`) and in bytes (:data:`MEMO_BYTES`, 128 MiB by
+The memo is bounded in entries (:data:`_MEMO_SIZE`) and in bytes (:data:`MEMO_BYTES`, 160 MiB by
 default): each entry is charged an upper estimate of what it holds, and when either bound would
 be passed the memo starts again empty. Only requests that passed rows 6-12 with a username that
 can be a workspace ID are remembered, so every string an entry keeps is short (an ID and a
 source of at most 64 characters); a username that can't name a workspace is answered
 WORKSPACE_NOT_FOUND (what row 13 would say: no workspace has such an ID) without a store read.
+A warm success's counter also keeps the latest request ID, client address and User-Agent (cut to
+320 bytes), which only a client holding the key can put there: not charged.
 """
 
 from __future__ import annotations
@@ -64,14 +66,15 @@ RETRY_AFTER_STORE = 5
 # At most this many remembered requests, and at most this many bytes of them; when either is
 # reached, the memo starts again empty (a flood of distinct requests costs the memo its hits,
 # never memory). 250,000 typical entries (a 21-character ID, a short source) are charged about
-# 110 MiB, so normal traffic meets the count first; maximal ones (64-character ID and source,
+# 150 MB, so normal traffic meets the count first; maximal ones (64-character ID and source,
 # every character of the source 4 bytes wide, a rendered refusal) meet the bytes first.
 _MEMO_SIZE = 250_000
-MEMO_BYTES = 128 * 1024 * 1024
-# What an entry costs beside its workspace ID and source: its dict slot, the fingerprint (16
-# bytes), the _Known object, the key's digest (32 bytes). ~330 bytes measured with tracemalloc;
-# charged with a margin. A rendered refusal kept for repeats adds _REFUSAL_BYTES and its text.
-_ENTRY_BYTES = 400
+MEMO_BYTES = 160 * 1024 * 1024
+# What an entry costs beside its workspace ID and source, at most: its dict slot (60-120 bytes,
+# by how full the table is), the 16-byte fingerprint (56), the _Known object (160), the key's
+# digest (72): ~330-410 bytes measured with tracemalloc, charged with a margin. A rendered
+# refusal kept for repeats adds _REFUSAL_BYTES and its text (~440 bytes measured in all).
+_ENTRY_BYTES = 480
 _REFUSAL_BYTES = 400
 _JSON = b"application/json"
 # The header lines every answer starts with, for answers the protocol writes (see _rendered).
@@ -609,7 +612,12 @@ class TestConnectionEndpoint:
         digest = key_digest(self.secret, request.key)
         known = None
         if fingerprint:
-            self._charge(_ENTRY_BYTES + sys.getsizeof(workspace_id) + sys.getsizeof(source))
+            size = sys.getsizeof(source)
+            if not source.isascii():
+                # Its UTF-8 form, which the string keeps once the record has written it, is at
+                # most as large again (for 64 characters at most).
+                size *= 2
+            self._charge(_ENTRY_BYTES + sys.getsizeof(workspace_id) + size)
             known = self._memo[fingerprint] = _Known(request, digest)
         return await self._answer(request, digest, request_id, arrived, known), source
 
