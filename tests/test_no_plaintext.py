@@ -143,3 +143,134 @@ def test_no_plaintext_anywhere(srv: MoeconnectServer, tmp_path: Path) -> None:
         seen = response.text + "\n" + "\n".join(f"{k}: {v}" for k, v in response.headers.items())
         assert _leaks(seen, secrets) == [], (response.status_code, response.text)
     assert len(responses) >= 20
+
+
+# -- issue 22, must-show 4: a key in any field a client fills is never stored ---------------------
+
+# Low workspace limits, so that a key sent as the Basic username trips one: its 429s were
+# recorded with the key as their workspace_id.
+_TRIPPING = {
+    "MOECONNECT_LIMIT_FAILED_PER_IP": "1000/minute",
+    "MOECONNECT_LIMIT_FAILED_PER_WORKSPACE": "2/minute",
+    "MOECONNECT_LIMIT_PER_WORKSPACE": "1000/minute",
+}
+
+
+def _send_keys_everywhere(srv: MoeconnectServer, secrets: list[str]) -> list[httpx.Response]:
+    """Requests of every outcome, each with a generated key (valid checksum) in another field."""
+    from moeconnect.keys import generate_key
+
+    wid, key = srv.workspace_with_key("Everywhere")
+    secrets.append(key)
+
+    def stray(scope: str = "data") -> str:
+        made = generate_key(scope)
+        secrets.append(made)
+        return made
+
+    sent: list[httpx.Response] = []
+
+    def send(*args: object, **kwargs: object) -> httpx.Response:
+        response = attempt(srv.base_url, *args, **kwargs)  # type: ignore[arg-type]
+        sent.append(response)
+        return response
+
+    # Successes, the second of each answered from memory (its counter keeps the User-Agent):
+    # a key in the source, in the User-Agent (also where the column's 256 characters end), in
+    # other headers and in the query string.
+    in_source, in_agent, at_cut = stray(), stray("push"), stray("personalize")
+    others = {
+        # The second key starts at character 230: the column keeps 26 of its 54.
+        "User-Agent": f"tool/1.0 {in_agent} ".ljust(230, "x") + at_cut,
+        "X-Request-ID": stray(),
+        "X-Forwarded-For": stray(),
+        "X-Api-Key": stray(),
+        "Referer": "https://example.com/?k=" + stray(),
+    }
+    for _ in range(2):
+        assert send(wid, key, source="s " + in_source, headers=others).status_code == 200
+    sent.append(
+        httpx.post(
+            f"{srv.base_url}{PATH}?app_secret={stray()}",
+            headers={"Authorization": basic(wid, key), "MOE-APPKEY": wid, **others},
+            json={"app_id": wid, "app_secret": key, "source": "q", "region": "01"},
+        )
+    )
+    # app_id and app_secret swapped everywhere: the key is the Basic username, and past the
+    # workspace limit (2 failures a minute) it is the workspace of the 429s.
+    swapped = stray()
+    for _ in range(4):
+        assert send(swapped, wid).status_code in (401, 429)
+    # Swapped in the body only, in MOE-APPKEY, in the region.
+    body = {"app_id": stray(), "app_secret": wid, "source": "s", "region": "01"}
+    assert send(wid, key, body=body).status_code in (400, 429)
+    assert send(wid, key, appkey=stray()).status_code in (400, 429)
+    assert send(wid, key, region=stray()).status_code in (400, 429)
+    # Refused before the limits (aggregated rows keep the latest User-Agent).
+    agent = {"User-Agent": "curl " + stray()}
+    assert send(wid, key, method="GET", headers=agent).status_code in (405, 429)
+    assert send(wid, key, content_type="text/plain", headers=agent).status_code in (415, 429)
+    assert send(wid, key, authorization=None, headers=agent).status_code in (401, 429)
+    assert send(wid, key, authorization="Basic " + stray(), headers=agent).status_code in (401, 429)
+    # A wrong key as the key, and the right one beside a key pasted as app_secret.
+    assert send(wid, stray()).status_code in (401, 429)
+    return sent
+
+
+def test_no_key_in_any_field_reaches_sqlite_or_the_log(tmp_path: Path) -> None:
+    secrets: list[str] = []
+    args = ["--log-level", "debug", "--trusted-proxy", "127.0.0.1"]
+    with MoeconnectServer(workdir=tmp_path, env=_TRIPPING, args=args) as srv:
+        responses = _send_keys_everywhere(srv, secrets)
+        srv.stop()  # the record's last rows are written
+        logs = srv.logs()
+    db = tmp_path / "moeconnect.db"
+    stored = b"".join(
+        p.read_bytes() for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists()
+    )
+    assert b"Everywhere" in stored  # the right bytes: the search would see a key
+    assert _leaks(stored, secrets) == [], "plaintext in the database file or its WAL"
+    assert b"moe_data_[redacted]" in stored  # the rows that held keys were written, redacted
+    assert _leaks(logs, secrets) == [], "plaintext in the server log"
+    assert 429 in {r.status_code for r in responses}  # a workspace limit tripped
+
+
+def test_no_key_in_any_field_reaches_postgresql_or_the_log(tmp_path: Path, pg_url: str) -> None:
+    import asyncio
+
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    secrets: list[str] = []
+    env = {**_TRIPPING, "MOECONNECT_SECRET": token_urlsafe(32)}
+    args = ["--log-level", "debug", "--trusted-proxy", "127.0.0.1"]
+    with MoeconnectServer(workdir=tmp_path, db_url=pg_url, env=env, args=args) as srv:
+        responses = _send_keys_everywhere(srv, secrets)
+        srv.stop()
+        logs = srv.logs()
+
+    async def dump() -> str:
+        url = make_url(pg_url)
+        conn = await asyncpg.connect(
+            host=url.host, port=url.port, user=url.username, database=url.database
+        )
+        try:
+            tables = await conn.fetch(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+            )
+            text = []
+            for (name,) in tables:
+                # Every column of every row, as PostgreSQL prints it.
+                rows = await conn.fetch(f'SELECT t::text FROM "{name}" t')  # noqa: S608
+                text += [f"{name}: {row[0]}" for row in rows]
+            return "\n".join(text)
+        finally:
+            await conn.close()
+
+    stored = asyncio.run(dump())
+    assert "Everywhere" in stored
+    assert _leaks(stored, secrets) == [], "plaintext in PostgreSQL"
+    assert "moe_data_[redacted]" in stored
+    assert _leaks(logs, secrets) == [], "plaintext in the server log"
+    assert 429 in {r.status_code for r in responses}

@@ -777,6 +777,18 @@ class RateLimiter:
                 self.using_fallback = False
                 log.warning("Redis answers again; rate limits are shared across instances again")
 
+    # -- refusals made before row 5 ---------------------------------------------------------
+
+    async def admit_refusal(self, ip: str | None) -> Admission:
+        """Row 5 for a request that rows 1–4 refuse (405, 413, 415, a missing or malformed
+        Authorization): only the client address's failure limit applies (SPEC section 9).
+
+        ``blocked`` when the address is already over that limit (the endpoint then answers 429
+        instead of the refusal); otherwise :meth:`settle` counts the refusal against the address
+        like any failure, so a flood of malformed requests is throttled like one of wrong keys.
+        """
+        return await self.admit(ip, None, checked=True)
+
 
 def _key_parts(item: RateLimitItem) -> tuple[str, str]:
     """``(prefix, suffix)`` with ``prefix + ident + suffix == item.key_for(ident)``."""

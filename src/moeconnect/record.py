@@ -1,10 +1,20 @@
 """The connection record writer: every endpoint attempt, buffered in memory, written in batches.
 
 The endpoint calls :meth:`ConnectionRecorder.record` after each response. That call is O(1) and
-never waits: a failure is appended to a list, a success (and a 429) is added to an in-memory
-aggregate per (workspace, source, key, outcome, minute) — per (workspace, client IP, minute) for
-429s — whose ``count`` is exact. A background task flushes the buffer to the store in batches;
-aggregates are upserted, so counts also add up across batches, workers and instances.
+never waits: a failure is appended to a list, a success is added to an in-memory aggregate per
+(workspace, source, key, outcome, minute), and a 429 or a refusal made before the rate limits
+(405, 413, 415, a missing or malformed Authorization) to one per (outcome, workspace, client IP,
+minute); each aggregate's ``count`` is exact. A background task flushes the buffer to the store
+in batches; aggregates are upserted, so counts also add up across batches, workers and instances.
+
+So one client address adds at most one row per minute for each of those six outcomes (and one
+per workspace whose limit refused it), however many requests it sends; its other failures are
+bounded by its failure limit (SPEC section 9).
+
+No key is stored in plaintext, whatever field a client put it in: a workspace ID that can't be
+one (a key sent as the Basic username, a 27 KB username) is recorded as none, and a key inside a
+``source`` or a User-Agent is redacted (:func:`moeconnect.keys.redact_keys`) before anything is
+cut to its column's length.
 
 Nothing recorded is lost under normal load: a failed flush puts the rows back and retries, and
 :meth:`stop` (reached from SIGTERM through uvicorn's graceful shutdown and the Starlette lifespan)
@@ -27,6 +37,7 @@ from .config import ConfigError
 from .durations import parse_duration
 from .errors import STALE_SUCCESS, SUCCESS
 from .instants import Instants
+from .keys import WORKSPACE_ID_PATTERN, looks_like_key, redact_keys
 from .records import Attempt
 from .request_ids import KeptRequestId, request_id_text
 from .store import Store, StoreError
@@ -34,6 +45,8 @@ from .store.base import AttemptRow
 from .timestamps import minute_of
 
 __all__ = [
+    "AGENT_KEPT",
+    "BY_ADDRESS",
     "DEFAULT_RETENTION",
     "ConnectionRecorder",
     "SuccessCounter",
@@ -48,6 +61,25 @@ DEFAULT_RETENTION = timedelta(days=30)
 DEFAULT_AUDIT_RETENTION = timedelta(days=365)
 RATE_LIMITED = "RATE_LIMITED"
 _AGGREGATED = frozenset((SUCCESS, STALE_SUCCESS))
+# Outcomes aggregated per (outcome, workspace, client IP, minute): 429s, and the refusals of
+# rows 1-4, which come before the rate limits and so can arrive by the hundred thousand from one
+# address (SPEC section 9): each was a row of its own, 107 MB in 15 s.
+BY_ADDRESS = frozenset(
+    (
+        RATE_LIMITED,
+        "METHOD_NOT_ALLOWED",
+        "PAYLOAD_TOO_LARGE",
+        "UNSUPPORTED_MEDIA_TYPE",
+        "AUTH_MISSING",
+        "AUTH_MALFORMED",
+    )
+)
+_MAX_AGENT = 256  # characters of a User-Agent the record keeps
+# What the endpoint keeps of a User-Agent until the record redacts keys in it: its column's
+# length and a whole key more (the longest is 54 characters), so a key that starts inside the
+# kept part is whole when redacted.
+AGENT_KEPT = _MAX_AGENT + 64
+_WORKSPACE_ID = WORKSPACE_ID_PATTERN.fullmatch  # see records.could_be_workspace_id
 # How many successes' combinations _news() remembers before starting again. Forgetting one only
 # means its next full-path success is written as news once more; the warm path never asks. At
 # 150,000 workspaces in use, remembering up to max_pending of them held ~9 MB of hashes.
@@ -155,7 +187,7 @@ class SuccessCounter:
     def __init__(self, workspace_id: str, dc: str, source: str, key_id: str = "") -> None:
         self.workspace_id = workspace_id
         self.dc = dc
-        self.source = source
+        self.source = redact_keys(source)  # as record() stores it
         self.key_id = key_id
         self.count = 0
         self.minute = -1
@@ -188,7 +220,7 @@ class SuccessCounter:
             outcome=SUCCESS,
             key_id=self.key_id,
             client_ip=client_ip,
-            user_agent=agent.decode("latin-1")[:256] if agent else None,
+            user_agent=_agent(agent.decode("latin-1")) if agent else None,
         )
         key = aggregate_key(SUCCESS, self.workspace_id, self.key_id, minute, self.source)
         return _row(latest, count, key, first=datetime.fromtimestamp(first, UTC))
@@ -220,6 +252,35 @@ def _build(item: _Pending, through: int) -> list[AttemptRow]:
         return item.take_rows(through)
     key, agg = item
     return [_row(agg.template, agg.count, key, first=datetime.fromtimestamp(agg.first, UTC))]
+
+
+def _agent(text: str) -> str:
+    """A User-Agent as the record keeps it: keys redacted, then cut to its column."""
+    if len(text) > _MAX_AGENT or "moe_" in text:
+        return redact_keys(text[:AGENT_KEPT])[:_MAX_AGENT]
+    return text
+
+
+def _scrub(attempt: Attempt) -> None:
+    """Keep keys and outsized client values out of the record (and out of its buffer).
+
+    A workspace ID that can't be one names no workspace (the test of
+    :func:`.records.could_be_workspace_id`, inlined: this runs for every failure): recorded as
+    none. Keys inside a source or a User-Agent are redacted. ~0.6 us an attempt, the regular
+    expression's match half of it.
+    """
+    workspace_id = attempt.workspace_id
+    if workspace_id is not None and (
+        _WORKSPACE_ID(workspace_id) is None
+        or (workspace_id.startswith("moe_") and looks_like_key(workspace_id))
+    ):
+        attempt.workspace_id = None
+    source = attempt.source
+    if source is not None and "moe_" in source:
+        attempt.source = redact_keys(source)
+    agent = attempt.user_agent
+    if agent is not None and (len(agent) > _MAX_AGENT or "moe_" in agent):
+        attempt.user_agent = redact_keys(agent[:AGENT_KEPT])[:_MAX_AGENT]
 
 
 def _clean(value: str | None, limit: int) -> str | None:
@@ -296,12 +357,12 @@ class ConnectionRecorder:
         self._aggregates: dict[str, _Aggregate] = {}
         # Success counters with counts to write (see count_success()).
         self._counters: deque[SuccessCounter] = deque()
-        # Keys of 429 aggregates already in the store (a success's first aggregate is known by
-        # ``_seen``): only their new counts are waiting, and those are written every
-        # ``aggregate_interval`` instead of every ``flush_interval`` — or less often, down to
-        # once a minute, so that re-upserting them costs at most about ``aggregate_rate`` rows
-        # a second: with 10,000 active workspaces, re-upserting every 5 s cost the endpoint half
-        # its throughput.
+        # Keys of BY_ADDRESS aggregates (429s, refusals of rows 1-4) already in the store (a
+        # success's first aggregate is known by ``_seen``): only their new counts are waiting,
+        # and those are written every ``aggregate_interval`` instead of every
+        # ``flush_interval`` — or less often, down to once a minute, so that re-upserting them
+        # costs at most about ``aggregate_rate`` rows a second: with 10,000 active workspaces,
+        # re-upserting every 5 s cost the endpoint half its throughput.
         self._stored: dict[str, int] = {}
         self._fresh: list[str] = []  # keys of aggregates not yet in the store at all
         # (outcome, workspace, key, source) of successes this process has recorded: see _news().
@@ -341,13 +402,14 @@ class ConnectionRecorder:
 
     def record(self, attempt: Attempt) -> None:
         """Take one attempt: O(1), no I/O, never raises into the endpoint."""
+        _scrub(attempt)
         outcome = attempt.outcome
         if outcome in _AGGREGATED:
             minute = int(attempt.at.timestamp()) // 60
             key = aggregate_key(
                 outcome, attempt.workspace_id, attempt.key_id, minute, attempt.source
             )
-        elif outcome == RATE_LIMITED:
+        elif outcome in BY_ADDRESS:
             minute = int(attempt.at.timestamp()) // 60
             key = f"{minute}|{outcome}|{attempt.workspace_id or ''}|{attempt.client_ip}"
         else:
@@ -379,11 +441,11 @@ class ConnectionRecorder:
     def _news(self, attempt: Attempt) -> bool:
         """Whether the store should hear of this aggregate within ``flush_interval``.
 
-        A 429's, always. A success's, when this process has not yet written one of the same
-        workspace, key, source and outcome: the first use of a key by a tool is what owners look
-        for ("which tools still use the old key"). The same combination in a new minute waits
-        for the next write of all counts, so a minute's rollover doesn't re-write a row for
-        every active workspace at once.
+        A 429's (or another refusal's aggregated by address), always. A success's, when this
+        process has not yet written one of the same workspace, key, source and outcome: the
+        first use of a key by a tool is what owners look for ("which tools still use the old
+        key"). The same combination in a new minute waits for the next write of all counts, so
+        a minute's rollover doesn't re-write a row for every active workspace at once.
         """
         if attempt.outcome not in _AGGREGATED:
             return True
@@ -441,7 +503,8 @@ class ConnectionRecorder:
         counter.last = at
         counter.request_id = request_id
         counter.client_ip = client_ip
-        counter.agent = user_agent
+        # Cut: the counter is a memo entry, kept long (a slice of a shorter one is no copy).
+        counter.agent = user_agent and user_agent[:AGENT_KEPT]
 
     def _drop(self, attempts: int = 1) -> None:
         self.dropped += attempts
@@ -546,7 +609,7 @@ class ConnectionRecorder:
         self._fresh = []
         for key, agg in taken.items():
             items.append((key, agg))
-            if agg.template.outcome == RATE_LIMITED:
+            if agg.template.outcome in BY_ADDRESS:
                 stored[key] = agg.minute
         return items, through
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from .keys import WORKSPACE_ID_PATTERN, looks_like_key
+
 __all__ = [
     "ApiKey",
     "Attempt",
@@ -19,9 +21,21 @@ __all__ = [
     "RotationResult",
     "Workspace",
     "WorkspaceCredentials",
+    "could_be_workspace_id",
 ]
 
 KeyState = Literal["current", "replaced", "revoked"]
+
+
+def could_be_workspace_id(value: str) -> bool:
+    """Whether ``value`` has a workspace ID's form (1-64 of ``[A-Za-z0-9_-]``) and is not a key.
+
+    A client's value that fails this names no workspace (accounts refuse such IDs), so it is
+    neither looked up, remembered nor stored: a 27 KB Basic username, or a key sent in its
+    place, would otherwise be kept as it came.
+    """
+    # fullmatch: the pattern's "$" alone would also accept a trailing newline.
+    return WORKSPACE_ID_PATTERN.fullmatch(value) is not None and not looks_like_key(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,8 +166,9 @@ def test_every_endpoint_response_carries_the_rate_limit_headers(tmp_path: Path) 
             for answer in answers:
                 assert answer.headers["x-ratelimit-limit"] == "7"
                 assert 0 <= int(answer.headers["x-ratelimit-reset"]) <= 60
-            # Two failures counted (the 401 and the 400); the 405/415/AUTH_MISSING were not.
-            assert answers[-1].headers["x-ratelimit-remaining"] == "5"
+            # Five failures counted against the address: the 401, the 400, and the refusals
+            # made before row 5 (405, 415, AUTH_MISSING) too (SPEC section 9).
+            assert answers[-1].headers["x-ratelimit-remaining"] == "2"
         assert "x-ratelimit-limit" not in httpx.get(server.base_url + "/healthz").headers
 
 

@@ -11,6 +11,15 @@ the key), with the keyed digest of its key. A repeat skips the Basic decode, the
 field checks and the key's HMAC; and when the last answer was a success against the very record
 the cache still holds, the repeat is answered from what was sent then (the *warm* path): a hash,
 two dict lookups, the limits and the record's counter.
+
+The memo is bounded in entries (:data:`_MEMO_SIZE`) and in bytes (:data:`MEMO_BYTES`, 160 MiB by
+default): each entry is charged an upper estimate of what it holds, and when either bound would
+be passed the memo starts again empty. Only requests that passed rows 6-12 with a username that
+can be a workspace ID are remembered, so every string an entry keeps is short (an ID and a
+source of at most 64 characters); a username that can't name a workspace is answered
+WORKSPACE_NOT_FOUND (what row 13 would say: no workspace has such an ID) without a store read.
+A warm success's counter also keeps the latest request ID, client address and User-Agent (cut to
+320 bytes), which only a client holding the key can put there: not charged.
 """
 
 from __future__ import annotations
@@ -34,8 +43,8 @@ from ..errors import STALE_SUCCESS, SUCCESS
 from ..metrics import Metrics
 from ..proxies import ClientAddress
 from ..ratelimit import Admission, RateLimiter
-from ..record import ConnectionRecorder, SuccessCounter
-from ..records import Attempt, WorkspaceCredentials
+from ..record import AGENT_KEPT, ConnectionRecorder, SuccessCounter
+from ..records import Attempt, WorkspaceCredentials, could_be_workspace_id
 from ..request_ids import KeptRequestId, request_id_from
 from ..store import Store, StoreError
 from .pending import PendingAnswer
@@ -49,14 +58,24 @@ from .responses import (
     success_body,
 )
 
-__all__ = ["PATH", "TestConnectionEndpoint"]
+__all__ = ["MEMO_BYTES", "PATH", "TestConnectionEndpoint"]
 
 PATH = "/v1/integrations/authentication"
 RETRY_AFTER_STORE = 5
 
-# At most this many remembered requests; when full, the memo starts again empty (a flood of
-# distinct requests costs the memo its hits, never memory).
+# At most this many remembered requests, and at most this many bytes of them; when either is
+# reached, the memo starts again empty (a flood of distinct requests costs the memo its hits,
+# never memory). 250,000 typical entries (a 21-character ID, a short source) are charged about
+# 150 MB, so normal traffic meets the count first; maximal ones (64-character ID and source,
+# every character of the source 4 bytes wide, a rendered refusal) meet the bytes first.
 _MEMO_SIZE = 250_000
+MEMO_BYTES = 160 * 1024 * 1024
+# What an entry costs beside its workspace ID and source, at most: its dict slot (60-120 bytes,
+# by how full the table is), the 16-byte fingerprint (56), the _Known object (160), the key's
+# digest (72): ~330-410 bytes measured with tracemalloc, charged with a margin. A rendered
+# refusal kept for repeats adds _REFUSAL_BYTES and its text (~440 bytes measured in all).
+_ENTRY_BYTES = 480
+_REFUSAL_BYTES = 400
 _JSON = b"application/json"
 # The header lines every answer starts with, for answers the protocol writes (see _rendered).
 _JSON_LINES = header_lines(JSON_HEADERS)
@@ -189,6 +208,8 @@ class TestConnectionEndpoint:
         self.metrics = metrics
         self.watcher = watcher
         self._memo: dict[bytes, _Known] = {}
+        self.memo_bytes = MEMO_BYTES  # the memo's byte budget
+        self._memo_charged = 0  # what its entries were charged (an upper estimate of their size)
         # Full-path answers to requests the protocol holds (see _refuse_soon): kept referenced.
         self._later: set[asyncio.Task[None]] = set()
         self._memo_key = hmac.digest(secret, b"moeconnect request memo", "sha256")
@@ -306,7 +327,7 @@ class TestConnectionEndpoint:
                     outcome.code,
                     outcome.key_id,
                     client_ip,
-                    agent.decode("latin-1")[:256] if agent else None,
+                    agent.decode("latin-1")[:AGENT_KEPT] if agent else None,
                 )
             )
 
@@ -368,6 +389,7 @@ class TestConnectionEndpoint:
                 return None  # a replaced key in its grace period: the full path answers that
             refusal = _Refusal(failure, record)
             if failure.code in checks.TIMELESS_FAILURES:
+                self._charge(_REFUSAL_BYTES + len(refusal.head) + len(refusal.tail))
                 known.refusal = refusal  # the next repeat against this record renders nothing
         self.cache.hits += 1
         pending = PendingAnswer()
@@ -535,10 +557,14 @@ class TestConnectionEndpoint:
             creds = Failure("AUTH_MALFORMED", {"reason": "more than one Authorization header"})
         limiter = self.limiter
         if isinstance(creds, Failure):
-            # Answered before row 5: the limits only lend their headers.
+            # Refused before row 5, yet counted against the client's address (SPEC section 9),
+            # and an address over its limit gets 429 whatever rows 1-4 say: a flood of
+            # malformed requests is throttled like one of wrong keys.
             admission = None
             if limiter is not None:
-                admission = await limiter.admit(client_ip, None, checked=False)
+                admission = await limiter.admit_refusal(client_ip)
+                if admission.blocked is not None:
+                    return self._rate_limited(admission, request_id), None, admission
             return self._failure(creds, request_id), None, admission
         # Row 5: refuse at once when a limit for this IP or workspace is exhausted.
         admission = None
@@ -578,14 +604,30 @@ class TestConnectionEndpoint:
         request = self._payload(creds, appkey, body, dc)
         if isinstance(request, Failure):
             return self._failure(request, request_id), None
+        workspace_id, source = request.workspace_id, request.source
+        if not could_be_workspace_id(workspace_id):
+            # No workspace has this ID: row 13's answer, with no store read and nothing
+            # remembered (a 27 KB username must not cost the memo 27 KB, nor a key be kept).
+            return self._failure(_NOT_FOUND, request_id), source
         digest = key_digest(self.secret, request.key)
         known = None
         if fingerprint:
-            memo = self._memo
-            if len(memo) >= _MEMO_SIZE:
-                memo.clear()
-            known = memo[fingerprint] = _Known(request, digest)
-        return await self._answer(request, digest, request_id, arrived, known), request.source
+            size = sys.getsizeof(source)
+            if not source.isascii():
+                # Its UTF-8 form, which the string keeps once the record has written it, is at
+                # most as large again (for 64 characters at most).
+                size *= 2
+            self._charge(_ENTRY_BYTES + sys.getsizeof(workspace_id) + size)
+            known = self._memo[fingerprint] = _Known(request, digest)
+        return await self._answer(request, digest, request_id, arrived, known), source
+
+    def _charge(self, size: int) -> None:
+        """Charge the memo ``size`` more bytes, for an entry about to be added or grown; when
+        that (or one more entry) would pass its bounds, it starts again empty first."""
+        if len(self._memo) >= _MEMO_SIZE or self._memo_charged + size > self.memo_bytes:
+            self._memo.clear()
+            self._memo_charged = 0
+        self._memo_charged += size
 
     async def _answer(
         self,
@@ -689,6 +731,9 @@ class TestConnectionEndpoint:
 
     def _failure(self, failure: Failure, request_id: str) -> _Outcome:
         return _Refusal(failure).outcome(request_id)
+
+
+_NOT_FOUND = Failure("WORKSPACE_NOT_FOUND")
 
 
 class _Head:
