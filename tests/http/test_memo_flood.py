@@ -142,7 +142,10 @@ def test_distinct_maximal_requests_stay_within_the_memo_budget(tmp_path: Path) -
         f"answers {answers}"
     )
     total = ADDRESSES * PER_ADDRESS
-    # Inside the limits: every request was checked, none refused with 429.
-    assert answers["huge"] == {"WORKSPACE_NOT_FOUND": total}
+    # Usernames that can't be workspace IDs share one rate-limit bucket (docs/limits.md), so
+    # past its failure budget they are refused with 429; none is remembered either way.
+    assert sum(answers["huge"].values()) == total
+    assert set(answers["huge"]) <= {"WORKSPACE_NOT_FOUND", "RATE_LIMITED"}
+    # Valid-format IDs inside the limits: every request was checked, none refused with 429.
     assert answers["maximal"] == {"WORKSPACE_NOT_FOUND": total}
     assert after - before <= RSS_BOUND
