@@ -24,18 +24,23 @@ never a wrong answer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 from typing import Any, cast
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
     HttpToolsProtocol,
     RequestResponseCycle,
 )
+from uvicorn.server import ServerState
 
 from ..checks import MAX_BODY
 from ..request_ids import new_request_id
+from .connections import ConnectionLimits, Sweeper
 from .endpoint import PATH
 from .pending import PendingAnswer
 from .responses import JSON_HEADERS, error_body, header_lines
@@ -46,8 +51,21 @@ MAX_HEAD = 64 * 1024  # request line + headers; browsers send a few kilobytes at
 
 log = logging.getLogger("moeconnect.http")
 
-_REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
+_REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
 _PATH = PATH.encode()
+_NEVER = float("inf")
+# One sweeper per server (uvicorn's ServerState), so one per process in production.
+_SWEEPERS: weakref.WeakKeyDictionary[ServerState, Sweeper] = weakref.WeakKeyDictionary()
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop parsing a head already answered 431."""
+
 
 # (headers, complete body, client address) -> a success's response after the status line and
 # the server's own headers, an answer to come, or None to let the ASGI app answer.
@@ -88,40 +106,121 @@ class _Parked:
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """Rejects request heads larger than :data:`MAX_HEAD` with 431; envelopes parser 400s;
-    answers what the app's ``answer_at_once`` can answer without an ASGI task."""
+    """Rejects request heads larger than :data:`MAX_HEAD` with 431 and late ones with 408,
+    refuses connections over the cap with 503, envelopes parser 400s, and answers what the
+    app's ``answer_at_once`` can answer without an ASGI task."""
 
     # The server's default headers (``date``, renewed every second as a new list), rendered once
     # per list: (the list, its bytes).
     _defaults: tuple[object, bytes] = (None, b"")
+    # Read from the environment by the first connection of the process (moeconnect serve sets
+    # it from its flags); tests may set it on the class.
+    limits: ConnectionLimits | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_bytes = 0
+        limits = BoundedHttpToolsProtocol.limits
+        if limits is None:
+            limits = BoundedHttpToolsProtocol.limits = ConnectionLimits.from_env()
+        self._limits = limits
+        # After a response, the connection is idle until a byte arrives: closed quietly once
+        # timeout_keep_alive (uvicorn's setting, --idle-timeout) has passed. Once a byte
+        # arrives, its head must be whole by head_timeout after the response, but never sooner
+        # than the idle deadline, so that a head timeout shorter than the idle one can't cut
+        # short a client who starts just before the idle deadline.
+        self._idle_extra = max(limits.head_timeout - self.timeout_keep_alive, 0.0)
+        # The connection's deadline (loop time), read by the sweeper: while idle after a
+        # response, when it is closed quietly; while a head is awaited, when it is answered 408;
+        # never while a request is being read or answered. No timer per request: uvicorn's
+        # keep-alive timer (a call_later per response) cost ~0.7 µs a request.
+        self._due = _NEVER
+        self._idle = False
+        self._head_bytes = 0  # bytes of reads that began outside a body, since the last head
+        # Bytes read since the current head may have begun (the whole read in which the last
+        # message ended, and every read since): above MAX_HEAD, the head is measured exactly.
+        self._span = 0
+        self._read = 0  # the length of the read being parsed
         self._in_body = False
         self._answer_at_once: AnswerAtOnce | None = getattr(self.app, "answer_at_once", None)
         self._held: list[bytes] | None = None  # the body so far of a held request
         self._held_size = 0
 
-    def data_received(self, data: bytes) -> None:
-        if self._in_body:
-            super().data_received(data)
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sweeper = _SWEEPERS.get(self.server_state)
+        if sweeper is None:
+            sweeper = _SWEEPERS[self.server_state] = Sweeper(
+                self.loop,
+                self.connections,
+                min(self._limits.head_timeout, self.timeout_keep_alive),
+            )
+        if len(self.connections) >= self._limits.max_connections:
+            # Refused before anything is read or allocated for it; never in `connections`.
+            self.transport = transport
+            sweeper.refused += 1
+            sweeper.ensure_running()
+            self._reject(503, "TOO_MANY_CONNECTIONS", retry_after=b"1")
             return
-        self._head_bytes += len(data)
-        super().data_received(data)
-        # Still inside a head after this chunk: every byte of it was head, so memory held by
-        # the parser is at most MAX_HEAD plus one read.
-        if not self._in_body and self._head_bytes > MAX_HEAD and not self.transport.is_closing():
+        super().connection_made(transport)
+        self._due = self.loop.time() + self._limits.head_timeout
+        sweeper.note_open()
+        sweeper.ensure_running()
+
+    def data_received(self, data: bytes) -> None:
+        # uvicorn's, inlined (one frame less per read), with head bytes counted.
+        size = len(data)
+        self._read = size
+        self._span += size
+        if self._idle:  # the first bytes after a response: the head deadline runs
+            self._idle = False
+            self._due += self._idle_extra
+        in_body = self._in_body
+        if not in_body:
+            self._head_bytes += size
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if not self.transport.is_closing():  # not already answered (431 from a callback)
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("Invalid HTTP request received.")
+            return
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        # Still inside a head after this read: every byte of a read that began outside a body
+        # was head, so memory held by the parser is at most MAX_HEAD plus a read or two.
+        if (
+            not in_body
+            and not self._in_body
+            and self._head_bytes > MAX_HEAD
+            and not self.transport.is_closing()
+        ):
             self._reject(431, "HEADERS_TOO_LARGE", limit=MAX_HEAD)
 
     def on_headers_complete(self) -> None:
         self._in_body = True
         self._head_bytes = 0
+        self._due = _NEVER
+        if self._span > MAX_HEAD and self._head_size() > MAX_HEAD:
+            # The head came whole in one large read (or a few): httptools parsed it before any
+            # count after a read could see it.
+            self._reject(431, "HEADERS_TOO_LARGE", limit=MAX_HEAD)
+            raise _HeadTooLarge
         if self._answer_at_once is not None and self._may_hold():
             self._held = []
             self._held_size = 0
             return
         super().on_headers_complete()
+
+    def _head_size(self) -> int:
+        """The parsed head's size as sent, but for optional whitespace: request line, headers,
+        the blank line."""
+        size = len(self.parser.get_method()) + len(self.url) + len(b"  HTTP/1.1\r\n\r\n")
+        for name, value in self.headers:
+            size += len(name) + len(value) + 4  # ": " and CRLF
+        return size
 
     def _may_hold(self) -> bool:
         parser = self.parser
@@ -148,6 +247,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._in_body = False
+        self._span = self._read  # the next head may have begun in this read
         held = self._held
         if held is None:
             super().on_message_complete()
@@ -194,6 +294,31 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
         self.on_response_complete()
 
+    def on_response_complete(self) -> None:
+        # uvicorn's, but for its keep-alive timer: the sweeper closes idle connections.
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._due = self.loop.time() + self.timeout_keep_alive
+        self._idle = True
+
+    def overdue(self) -> bool:
+        """Called by the sweeper once the deadline has passed: close an idle connection, answer
+        408 to one whose head is late. True for a 408."""
+        self._due = _NEVER
+        if self.transport.is_closing():
+            return False
+        if self._idle:
+            self.transport.close()
+            return False
+        self._reject(408, "REQUEST_TIMEOUT", limit=_seconds(self._limits.head_timeout))
+        return True
+
     def _release(self) -> None:
         """Hand a held request to uvicorn: start its ASGI task, with the body held so far."""
         held, self._held = self._held or [], None
@@ -211,7 +336,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         self._reject(400, "MALFORMED_REQUEST")
 
-    def _reject(self, status: int, code: str, **params: object) -> None:
+    def _reject(
+        self, status: int, code: str, retry_after: bytes | None = None, **params: object
+    ) -> None:
+        """Answer ``status`` in the envelope and close the connection."""
         request_id = new_request_id()
         body = error_body(code, request_id, **params)
         headers = [
@@ -220,8 +348,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             (b"content-length", b"%d" % len(body)),
             (b"connection", b"close"),
         ]
+        if retry_after is not None:
+            headers.append((b"retry-after", retry_after))
         status_line = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])
         self.transport.write(
             status_line + self._default_headers() + header_lines(headers) + b"\r\n" + body
         )
         self.transport.close()
+
+
+def _seconds(value: float) -> str:
+    """A timeout as a message says it: ``10``, ``2.5``."""
+    return f"{value:g}"
