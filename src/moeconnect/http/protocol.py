@@ -43,7 +43,7 @@ from ..request_ids import new_request_id
 from .connections import ConnectionLimits, Sweeper
 from .endpoint import PATH
 from .pending import PendingAnswer
-from .responses import JSON_HEADERS, error_body, header_lines
+from .responses import JSON_HEADERS, error_body_around_id, header_lines
 
 __all__ = ["MAX_HEAD", "AnswerAtOnce", "BoundedHttpToolsProtocol"]
 
@@ -339,22 +339,52 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _reject(
         self, status: int, code: str, retry_after: bytes | None = None, **params: object
     ) -> None:
-        """Answer ``status`` in the envelope and close the connection."""
-        request_id = new_request_id()
-        body = error_body(code, request_id, **params)
-        headers = [
-            *JSON_HEADERS,
-            (b"x-request-id", request_id.encode()),
-            (b"content-length", b"%d" % len(body)),
-            (b"connection", b"close"),
-        ]
-        if retry_after is not None:
-            headers.append((b"retry-after", retry_after))
-        status_line = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])
+        """Answer ``status`` in the envelope and close the connection.
+
+        Rendered once per kind of refusal, then only joined around each one's request ID: a
+        sweep may answer thousands of late heads at once (~13 µs each rendered, ~1 joined).
+        """
+        key = (status, code, retry_after, *params.items())
+        canned = _CANNED.get(key)
+        if canned is None:
+            canned = _CANNED[key] = _can(status, code, retry_after, params)
+        status_line, before_id, between_ids, after_id = canned
+        request_id = new_request_id().encode()
         self.transport.write(
-            status_line + self._default_headers() + header_lines(headers) + b"\r\n" + body
+            b"".join(
+                (
+                    status_line,
+                    self._default_headers(),
+                    before_id,
+                    request_id,
+                    between_ids,
+                    request_id,
+                    after_id,
+                )
+            )
         )
         self.transport.close()
+
+
+_Canned = tuple[bytes, bytes, bytes, bytes]
+_CANNED: dict[tuple[object, ...], _Canned] = {}
+
+
+def _can(status: int, code: str, retry_after: bytes | None, params: dict[str, object]) -> _Canned:
+    """A refusal's bytes around its request ID: (status line, what comes between the server's
+    headers and the ID in ``x-request-id``, what comes between that and the ID in the body,
+    the rest)."""
+    body_head, body_tail = error_body_around_id(code, **params)
+    length = len(body_head) + len(new_request_id()) + len(body_tail)
+    headers = [(b"content-length", b"%d" % length), (b"connection", b"close")]
+    if retry_after is not None:
+        headers.append((b"retry-after", retry_after))
+    return (
+        b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status]),
+        header_lines(JSON_HEADERS) + b"x-request-id: ",
+        b"\r\n" + header_lines(headers) + b"\r\n" + body_head,
+        body_tail,
+    )
 
 
 def _seconds(value: float) -> str:
