@@ -262,6 +262,34 @@ def test_a_head_of_exactly_64_kib_in_one_write_is_served(short: MoeconnectServer
     assert received.startswith(b"HTTP/1.1 200 ")
 
 
+CHUNKED = (
+    b"POST /v1/integrations/authentication HTTP/1.1\r\nHost: x\r\n"
+    b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+)
+
+
+def test_a_chunked_body_with_a_trailer_is_answered(short: MoeconnectServer) -> None:
+    with _connect(short) as connection:
+        connection.sendall(CHUNKED + b"X-Trailer: 1\r\n\r\n")
+        response = connection.recv(65536)
+    assert response.startswith(b"HTTP/1.1 401 "), response  # no credentials: answered
+
+
+def test_endless_trailers_get_431(short: MoeconnectServer) -> None:
+    """Header fields after a chunked body (its trailer section) were buffered without bound:
+    1.7 GB sent in 8 s raised RSS from 85 MB to 2 GB."""
+    with _connect(short) as connection:
+        connection.sendall(CHUNKED)
+        try:
+            for _ in range(2_000):  # 2 MB at most
+                connection.sendall(b"X-Trailer: " + b"t" * 1000 + b"\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        response = _read_until_closed(connection)
+    status, error = _error(response)
+    assert status == 431 and error["code"] == "HEADERS_TOO_LARGE"
+
+
 # -- the attack -----------------------------------------------------------------------------------
 
 

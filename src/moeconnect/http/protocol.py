@@ -141,6 +141,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._span = 0
         self._read = 0  # the length of the read being parsed
         self._in_body = False
+        # After a chunk header with no data since (the last chunk's, before trailers): the
+        # bytes of the reads that began since.
+        self._trailers = False
+        self._trailer_bytes = 0
         self._answer_at_once: AnswerAtOnce | None = getattr(self.app, "answer_at_once", None)
         self._held: list[bytes] | None = None  # the body so far of a held request
         self._held_size = 0
@@ -176,6 +180,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         in_body = self._in_body
         if not in_body:
             self._head_bytes += size
+        elif self._trailers:  # reads that began after a chunk header with no data since
+            self._trailer_bytes += size
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -190,13 +196,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self._unsupported_upgrade_warning()
             return
         # Still inside a head after this read: every byte of a read that began outside a body
-        # was head, so memory held by the parser is at most MAX_HEAD plus a read or two.
-        if (
-            not in_body
-            and not self._in_body
-            and self._head_bytes > MAX_HEAD
-            and not self.transport.is_closing()
-        ):
+        # was head, so memory held by the parser is at most MAX_HEAD plus a read or two. The
+        # same for a chunked body's trailer section.
+        if in_body:
+            too_large = self._trailers and self._trailer_bytes > MAX_HEAD
+        else:
+            too_large = not self._in_body and self._head_bytes > MAX_HEAD
+        if too_large and not self.transport.is_closing():
             self._reject(431, "HEADERS_TOO_LARGE", limit=MAX_HEAD)
 
     def on_headers_complete(self) -> None:
@@ -236,7 +242,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             and not self.transport.is_closing()
         )
 
+    def on_chunk_header(self) -> None:
+        """A chunk's size line: if no data follows, what comes next is the trailer section
+        (header fields after a chunked body), which httptools buffers like a head, and
+        uvicorn appends to the request's headers: bounded by MAX_HEAD like one."""
+        self._trailers = True
+        self._trailer_bytes = 0
+
     def on_body(self, body: bytes) -> None:
+        self._trailers = False
         if self._held is None:
             super().on_body(body)
             return
@@ -247,6 +261,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._in_body = False
+        self._trailers = False
         self._span = self._read  # the next head may have begun in this read
         held = self._held
         if held is None:
