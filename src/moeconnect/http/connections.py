@@ -9,13 +9,15 @@ serve`` sets them from its flags:
   and closed.
 - ``MOECONNECT_IDLE_TIMEOUT`` (``--idle-timeout``, default 5 s): a kept-alive connection on which
   nothing arrives for this long after a response is closed quietly (uvicorn's
-  ``timeout_keep_alive``).
+  ``timeout_keep_alive``, which the protocol applies itself).
 - ``MOECONNECT_MAX_CONNECTIONS`` (``--max-connections``, default 10,000): open connections per
   process; one more is answered 503 TOO_MANY_CONNECTIONS and closed at once, its request unread.
 
-The head deadline costs the fast path no timer: :class:`Sweeper` walks a server's connections once
-a second and closes those whose deadline has passed (a ``call_later`` per request, as uvicorn's
-keep-alive timer is, measured ~0.4 µs more per request than the attribute this needs).
+Neither deadline costs a timer per request: :class:`Sweeper` walks a server's connections once a
+second and closes those whose deadline has passed; a request only stores its deadline. uvicorn
+arms a ``call_later`` for its keep-alive timeout after every response; doing without it made the
+protocol's fast path ~0.7 µs a request cheaper (in process, ~7 µs a request in all), where timing
+each head with ``call_at`` would have cost ~0.3 µs more.
 """
 
 from __future__ import annotations

@@ -3,7 +3,11 @@ fast path for the Test Connection endpoint's warm answers.
 
 httptools buffers a request line and headers of any size before uvicorn sees them, so a client
 could make one request hold gigabytes. This protocol counts the bytes of each request head as
-they arrive and, past :data:`MAX_HEAD`, answers 431 and closes the connection. Requests that are
+they arrive and, past :data:`MAX_HEAD`, answers 431 and closes the connection; a head that came
+whole in one large read is measured once parsed, and a chunked body's trailer section is bounded
+the same way. It also keeps the connection limits of :mod:`.connections`: a head must be whole
+by a deadline (408), an idle kept-alive connection is closed, and connections over the cap are
+answered 503 and closed before anything they sent is read. Requests that are
 not valid HTTP (which uvicorn answers with a plain-text 400) get the JSON error envelope here too,
 so every answer of the server has the same shape.
 
