@@ -51,11 +51,16 @@ def _read_until_closed(connection: socket.socket) -> bytes:
 
 
 def _error(response: bytes) -> tuple[int, dict[str, object]]:
-    """The status and the envelope's ``error`` of a raw response."""
+    """The status and the envelope's ``error`` of a raw response (checked whole: its length,
+    the request ID in both places)."""
     head, _, body = response.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
+    headers = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    assert int(headers[b"content-length"]) == len(body), response
+    assert headers[b"content-type"] == b"application/json"
     error = orjson.loads(body)["error"]
     assert isinstance(error, dict)
+    assert error["request_id"] == headers[b"x-request-id"].decode()
     return status, error
 
 

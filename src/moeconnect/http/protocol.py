@@ -385,6 +385,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+_ID_LENGTH = 18  # of every minted request ID (request_ids.new_request_id)
 _Canned = tuple[bytes, bytes, bytes, bytes]
 _CANNED: dict[tuple[object, ...], _Canned] = {}
 
@@ -394,7 +395,7 @@ def _can(status: int, code: str, retry_after: bytes | None, params: dict[str, ob
     headers and the ID in ``x-request-id``, what comes between that and the ID in the body,
     the rest)."""
     body_head, body_tail = error_body_around_id(code, **params)
-    length = len(body_head) + len(new_request_id()) + len(body_tail)
+    length = len(body_head) + _ID_LENGTH + len(body_tail)
     headers = [(b"content-length", b"%d" % length), (b"connection", b"close")]
     if retry_after is not None:
         headers.append((b"retry-after", retry_after))
