@@ -197,6 +197,19 @@ CATALOGUE: Final[dict[str, ErrorSpec]] = {
             "needs.",
         ),
         ErrorSpec(
+            "REQUEST_TIMEOUT",
+            408,
+            "Request Timeout",
+            "The request line and headers did not arrive within {limit} seconds; send each "
+            "request whole.",
+        ),
+        ErrorSpec(
+            "TOO_MANY_CONNECTIONS",
+            503,
+            "Service Unavailable",
+            "The server has too many open connections; retry in a second.",
+        ),
+        ErrorSpec(
             "MALFORMED_REQUEST",
             400,
             _BAD,

@@ -43,7 +43,8 @@ _ENDPOINT_CODES = tuple(
     for code in (SUCCESS, STALE_SUCCESS, *CATALOGUE)
     if code
     not in {"NOT_FOUND", "UNAUTHORIZED", "VALIDATION_ERROR", "CONFLICT", "RESOURCE_NOT_FOUND"}
-    and code not in {"HEADERS_TOO_LARGE", "MALFORMED_REQUEST"}
+    and code
+    not in {"HEADERS_TOO_LARGE", "MALFORMED_REQUEST", "REQUEST_TIMEOUT", "TOO_MANY_CONNECTIONS"}
 )
 # `*_created` timestamps double the output and say nothing a scrape needs.
 disable_created_metrics()  # type: ignore[no-untyped-call]

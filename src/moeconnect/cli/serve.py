@@ -8,6 +8,8 @@ import click
 
 from ..config import ConfigError
 from ..dcs import DEFAULT_DCS, parse_dc_list
+from ..http.connections import ENV as CONNECTION_ENV
+from ..http.connections import ConnectionLimits as _ConnectionLimits
 from ..ratelimit import DEFAULTS as LIMIT_DEFAULTS
 from ..ratelimit import ENV as LIMIT_ENV
 from ..ratelimit import SETTING_DEFAULTS as LIMIT_SETTING_DEFAULTS
@@ -18,6 +20,8 @@ from ..store import open_store
 from ._common import db_option, fail, run
 
 __all__ = ["serve"]
+
+CONNECTION_DEFAULTS = _ConnectionLimits()
 
 
 @click.command()
@@ -115,6 +119,34 @@ __all__ = ["serve"]
     help="IPv6 clients are counted per network of this prefix length; "
     "env MOECONNECT_LIMIT_IPV6_PREFIX.",
 )
+@click.option(
+    "--head-timeout",
+    type=click.FloatRange(0, 3600, min_open=True),
+    envvar=CONNECTION_ENV["head_timeout"],
+    default=CONNECTION_DEFAULTS.head_timeout,
+    show_default=True,
+    help="Seconds a client has to send a request's line and headers, from the connection's "
+    "start or the previous response; then 408 and the connection is closed. "
+    "Env MOECONNECT_HEAD_TIMEOUT.",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(0, 3600, min_open=True),
+    envvar=CONNECTION_ENV["idle_timeout"],
+    default=CONNECTION_DEFAULTS.idle_timeout,
+    show_default=True,
+    help="Seconds a kept-alive connection may stay idle between requests. "
+    "Env MOECONNECT_IDLE_TIMEOUT.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    envvar=CONNECTION_ENV["max_connections"],
+    default=CONNECTION_DEFAULTS.max_connections,
+    show_default=True,
+    help="Open connections per worker process; more are answered 503 and closed at once. "
+    "Env MOECONNECT_MAX_CONNECTIONS.",
+)
 @db_option
 def serve(
     host: str,
@@ -134,6 +166,9 @@ def serve(
     limit_per_workspace: str,
     limit_trusted_for: str,
     limit_ipv6_prefix: str,
+    head_timeout: float,
+    idle_timeout: float,
+    max_connections: int,
     db_url: str,
 ) -> None:
     """Run the Test Connection API, the admin API and the dashboard."""
@@ -191,10 +226,18 @@ def serve(
         os.environ["MOECONNECT_REDIS"] = redis_url
     if trusted_proxies:
         os.environ["MOECONNECT_TRUSTED_PROXIES"] = ",".join(trusted_proxies)
+    from ..http.connections import ConnectionLimits, fit_descriptor_limit
     from ..http.server import uvicorn_options
     from ..logs import configure_logging
 
     configure_logging(log_level)
+    # Here, before any worker starts: workers inherit the raised descriptor limit and the cap.
+    connection_limits = ConnectionLimits(
+        head_timeout=head_timeout,
+        idle_timeout=idle_timeout,
+        max_connections=fit_descriptor_limit(max_connections),
+    )
+    os.environ.update(connection_limits.to_env())
     uvicorn.run(
         "moeconnect.http.app:create_app",
         factory=True,
