@@ -23,6 +23,7 @@ from .keys import (
     generate_keys,
     generate_token,
     key_hint,
+    looks_like_key,
     new_ids,
     new_workspace_id,
     new_workspace_ids,
@@ -132,6 +133,9 @@ class Accounts:
             raise InvalidInput(
                 "a workspace ID must be 1 to 64 characters of letters, digits, '_' and '-'"
             )
+        if workspace_id is not None and looks_like_key(workspace_id):
+            # An ID is public and stored in plaintext everywhere; a key never may be.
+            raise InvalidInput("that workspace ID is an API key; choose another ID")
         return await self.store.create_workspace(
             workspace_id or new_workspace_id(),
             check_name(name),

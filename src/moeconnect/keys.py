@@ -46,7 +46,7 @@ _ANYWHERE: Final = re.compile(
     r"moe_(?:" + "|".join(SCOPES) + r")_[0-9A-Za-z]{" + str(_RANDOM_LEN + _CHECK_LEN) + "}"
 )
 _LOOKS_GENERATED = re.compile(r"^moe_(" + "|".join(SCOPES) + r")_")
-WORKSPACE_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+WORKSPACE_ID_PATTERN: Final = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")  # \Z: "$" allows a final "\n"
 _WORKSPACE_ALPHABET: Final = string.ascii_uppercase + string.digits
 
 

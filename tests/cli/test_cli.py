@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from moeconnect.cli import cli
+from moeconnect.keys import generate_key
 
 KEY_FORMAT = re.compile(r"^moe_(data|push|inform|campaign|personalize)_[0-9A-Za-z]{38}$")
 
@@ -89,6 +90,9 @@ def test_workspace_create_errors(moe: Moe) -> None:
     assert "1 to 100" in moe.error("workspace", "create", "--name", "x" * 101)
     assert "1 to 100" in moe.error("workspace", "create", "--name", "  ")
     assert "letters, digits" in moe.error("workspace", "create", "--name", "A", "--id", "no spaces")
+    assert "letters, digits" in moe.error("workspace", "create", "--name", "A", "--id", "ID\n")
+    key = generate_key("data")  # IDs are public and stored as they are: never a key
+    assert "is an API key" in moe.error("workspace", "create", "--name", "A", "--id", key)
 
 
 def test_workspace_list_show_rename_suspend_resume_delete(moe: Moe) -> None:

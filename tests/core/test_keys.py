@@ -180,3 +180,10 @@ def test_a_generated_key_is_recognised_and_redacted_wherever_it_sits() -> None:
     assert key not in redact_keys(f"{key}{key}")
     assert redact_keys(mistyped) == mistyped  # random strings keep their text
     assert redact_keys("segment") == "segment"
+
+
+def test_a_workspace_id_pattern_allows_no_final_newline() -> None:
+    from moeconnect.keys import WORKSPACE_ID_PATTERN
+
+    assert WORKSPACE_ID_PATTERN.match("ACME_PROD")
+    assert not WORKSPACE_ID_PATTERN.match("ACME_PROD\n")  # "$" would have let it through
