@@ -87,7 +87,10 @@ def test_workspace_limits_count_all_ips_together() -> None:
     asyncio.run(scenario())
 
 
-def test_requests_answered_before_row_5_are_neither_refused_nor_counted() -> None:
+def test_an_unchecked_admission_is_never_refused_and_outages_are_not_counted() -> None:
+    """``checked=False`` never refuses (the endpoint counts refusals before row 5 with
+    ``admit_refusal``, tested in tests/http/test_refusal_flood.py)."""
+
     async def scenario() -> None:
         rl = limiter(failed_per_ip="1/minute")
         await rl.settle(await rl.admit("10.0.0.9", "W", checked=True), "KEY_MISMATCH")
