@@ -30,6 +30,7 @@ from ..records import ApiKey, OperatorToken, Workspace
 from ..roles import Permission, allows, refusal, sees
 from ..runtime import Runtime
 from ..store import Conflict, NotFound, StoreError
+from ..text import excerpt
 from .activity import load_activity, outcome_class
 from .sessions import (
     SESSION_COOKIE,
@@ -423,7 +424,7 @@ class Dashboard:
             else None
         )
         if workspace is None:
-            raise NotFound(f"No workspace has the ID {workspace_id}.")
+            raise NotFound(f"No workspace has the ID {excerpt(workspace_id)}.")
         return workspace
 
     async def workspace(self, request: Request, session: Session) -> Response:
@@ -479,7 +480,7 @@ class Dashboard:
     def _scope(self, request: Request) -> str:
         scope = str(request.path_params["scope"])
         if scope not in SCOPES:
-            raise NotFound(f"There is no key scope called {scope}.")
+            raise NotFound(f"There is no key scope called {excerpt(scope)}.")
         return scope
 
     async def generate_page(self, request: Request, session: Session) -> Response:
