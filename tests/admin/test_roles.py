@@ -108,6 +108,19 @@ def test_a_restricted_token_sees_and_changes_only_its_workspaces(srv: Moeconnect
         assert "restricted" in created.json()["error"]["message"]
         assert_response_matches(created)
         assert snapshot(srv) == before
+        # The audit log: its workspaces' entries only; never the whole log (token entries).
+        whole = api.get("/audit")
+        assert whole.status_code == 403, whole.text
+        assert whole.json()["error"]["code"] == "INSUFFICIENT_ROLE"
+        theirs = api.get("/audit", params={"workspace_id": other})
+        missing = api.get("/audit", params={"workspace_id": "NO-SUCH-WORKSPACE"})
+        assert theirs.status_code == missing.status_code == 404
+        assert theirs.json()["error"]["message"] == missing.json()["error"]["message"].replace(
+            "NO-SUCH-WORKSPACE", other
+        )
+        own = api.get("/audit", params={"workspace_id": mine})
+        assert own.status_code == 200
+        assert {e["workspace_id"] for e in own.json()["items"]} == {mine}
         # Its own workspace: every route works.
         assert api.patch(f"/workspaces/{mine}", json={"name": "Still mine"}).status_code == 200
         assert api.post(f"/workspaces/{mine}/keys", json={}).status_code == 201
