@@ -378,6 +378,9 @@ def _raise_own_descriptor_limit(wanted: int) -> None:
 def _attack(server: MoeconnectServer, *options: str) -> dict[str, dict[str, object]]:
     result = subprocess.run(
         [sys.executable, "-m", "tests.http.slow_clients", "--port", str(server.port), *options],
+        # The attackers stand for other machines: on this one they must not take the CPU the
+        # server and the measured client need (only the server is under test).
+        preexec_fn=lambda: os.nice(19),
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -448,9 +451,10 @@ def test_thousands_of_slow_and_silent_connections_are_closed_and_others_served(
         assert isinstance(result["longest_s"], float) and result["longest_s"] < 5.0, figures
     assert client.failures == [], figures
     assert len(loaded) >= 100, figures
-    # 2x unloaded, with a floor for this noisy shared machine: the unloaded p99 itself swings
-    # between ~4 and ~16 ms with the other jobs on its two cores, and the attack's own process
-    # shares them (measured under attack: p50 unchanged at ~1 ms, p99 19 to 50 ms).
+    # The issue asks for 2x unloaded; that is NOT met yet, hence the floor. With the attackers
+    # niced (2026-12-03, quiet AMD machine): unloaded p99 1.2 ms, under attack p50 0.8 ms (the
+    # same) but p99 13 ms, max 29 ms: the loop stalls while it accepts the 6,000 connections and
+    # while the sweep answers them 408 (docs/operations.md, "Connections").
     assert _p99(loaded) <= max(2 * _p99(unloaded), _p99(unloaded) + 0.075), figures
     assert max(loaded) < 1.0, figures
     assert len(served_after) == 50
