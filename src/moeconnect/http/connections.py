@@ -53,7 +53,9 @@ ENV = {
 # store's, Redis', the logs' and the event loop's own.
 DESCRIPTOR_MARGIN = 2048 + 512
 SWEEP_INTERVAL = 1.0  # seconds at most; a late head is closed at most this long after its deadline
-_CLOSE_AT_ONCE = 100
+# Late connections answered 408 and closed per turn of the loop: with 100, a wave of 6,000 made
+# the served client's worst answer 19-21 ms; with 10, 11-12 ms (p99 11 -> 7-9.5 ms).
+_CLOSE_AT_ONCE = 10
 # After this many connections have closed since the last trim, free heap pages go back to the OS.
 _TRIM_AFTER = 500
 
