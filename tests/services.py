@@ -42,6 +42,16 @@ def need(name: str, host: str, port: int) -> None:
     pytest.skip(f"{message}; start it to run this test")
 
 
+def need_tool(present: bool, message: str) -> None:
+    """Skip (or, when services are required, fail) with ``message`` unless ``present``: for a
+    test that starts a program of its own (a throwaway PostgreSQL or Redis, pg_dump, Chromium)."""
+    if present:
+        return
+    if required():
+        pytest.fail(f"{message}, and MOECONNECT_REQUIRE_SERVICES=1 requires it")
+    pytest.skip(message)
+
+
 _started: dict[str, str] = {}
 
 

@@ -7,12 +7,11 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 import redis
 
 from moeconnect.testing import MoeconnectServer
 
-from .. import throwaway
+from .. import services, throwaway
 from .helpers import PATH, attempt, fresh_loopback, sync_client_from
 
 
@@ -76,10 +75,10 @@ def test_attempts_split_between_two_instances_are_counted_together(
         assert _metric(b.base_url, "moeconnect_ratelimit_fallback") == 0
 
 
-@pytest.mark.skipif(throwaway.redis_bin() is None, reason="redis-server is not installed")
 def test_requests_are_answered_while_redis_is_down_and_limits_return_to_redis(
     tmp_path: Path,
 ) -> None:
+    services.need_tool(throwaway.redis_bin() is not None, "redis-server is not installed")
     with throwaway.ThrowawayRedis() as own_redis:
         limits = {"MOECONNECT_LIMIT_FAILED_PER_IP": "5/minute"}
         with MoeconnectServer(

@@ -9,12 +9,11 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-import pytest
 import redis
 
 from moeconnect.testing import MoeconnectServer
 
-from .. import throwaway
+from .. import services, throwaway
 from .helpers import PATH, sync_client_from
 
 
@@ -40,8 +39,8 @@ def _everything(client: redis.Redis) -> list[bytes]:
     return found
 
 
-@pytest.mark.skipif(throwaway.redis_bin() is None, reason="redis-server is not installed")
 def test_no_key_plaintext_in_any_redis_key_name_or_value(tmp_path: Path) -> None:
+    services.need_tool(throwaway.redis_bin() is not None, "redis-server is not installed")
     with throwaway.ThrowawayRedis() as own_redis:
         args = ["--redis", own_redis.url, "--limit-failed-per-workspace", "5/minute"]
         with MoeconnectServer(workdir=tmp_path, args=args) as server:

@@ -45,15 +45,11 @@ WARNING = (
 
 def need_chromium() -> None:
     """Skip without Chromium, or fail when services (CI) are required."""
-    if os.access(CHROMIUM, os.X_OK):
-        return
-    message = (
+    services.need_tool(
+        os.access(CHROMIUM, os.X_OK),
         f"Chromium is not installed at {CHROMIUM} "
-        "(apt-get install chromium; `make test` does that when run as root)"
+        "(apt-get install chromium; `make test` does that when run as root)",
     )
-    if services.required():
-        pytest.fail(f"{message}, and MOECONNECT_REQUIRE_SERVICES=1 requires it")
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")

@@ -121,11 +121,10 @@ def counted(
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'moeconnect.db'}", SQLiteStatements(monkeypatch)
         return
-    if postgres_bin() is None:
-        message = "needs initdb and pg_ctl for a PostgreSQL that logs every statement"
-        if services.required():
-            pytest.fail(message + ", and MOECONNECT_REQUIRE_SERVICES=1 requires it")
-        pytest.skip(message)
+    services.need_tool(
+        postgres_bin() is not None,
+        "needs initdb and pg_ctl for a PostgreSQL that logs every statement",
+    )
     monkeypatch.setenv("MOECONNECT_SECRET", "a-shared-secret-for-the-test-only")
     with ThrowawayPostgres({"log_statement": "all"}) as pg:
         yield pg.url, PostgresStatements(pg)
@@ -252,9 +251,9 @@ async def _generate_elsewhere(db_url: str, workspace_id: str) -> str:
 
 
 @pytest.mark.redis
-@pytest.mark.skipif(redis_bin() is None, reason="needs redis-server to start and stop one")
 def test_an_entry_never_outlives_its_ttl_when_invalidations_are_lost(tmp_path: Path) -> None:
     """Redis stopped and the change-feed poll off: only the TTL can end a revoked key's entry."""
+    services.need_tool(redis_bin() is not None, "needs redis-server to start and stop one")
     ttl = 1.0
     db_url = f"sqlite:///{tmp_path / 'moeconnect.db'}"
     with ThrowawayRedis() as redis:

@@ -82,11 +82,9 @@ class Load:
 def test_postgres_outage_answers_503_never_401_and_recovers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if postgres_bin() is None:
-        message = "needs initdb and pg_ctl to run a throwaway PostgreSQL"
-        if services.required():
-            pytest.fail(message + ", and MOECONNECT_REQUIRE_SERVICES=1 requires it")
-        pytest.skip(message)
+    services.need_tool(
+        postgres_bin() is not None, "needs initdb and pg_ctl to run a throwaway PostgreSQL"
+    )
     env = {"MOECONNECT_SECRET": secrets.token_urlsafe(32), **NO_LIMITS}
     with (
         ThrowawayPostgres() as pg,

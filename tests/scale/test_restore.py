@@ -153,11 +153,7 @@ def test_postgres_pg_restore_under_a_running_server(
     pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dump, restore = _pg_tool("pg_dump"), _pg_tool("pg_restore")
-    if dump is None or restore is None:
-        message = "needs pg_dump and pg_restore"
-        if services.required():
-            pytest.fail(message + ", and MOECONNECT_REQUIRE_SERVICES=1 requires it")
-        pytest.skip(message)
+    services.need_tool(dump is not None and restore is not None, "needs pg_dump and pg_restore")
 
     def run(*args: str) -> None:
         result = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
