@@ -13,7 +13,8 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import click
 import orjson
@@ -21,11 +22,13 @@ import orjson
 from ..accounts import Accounts, InvalidInput
 from ..audit import AuditContext
 from ..config import DEFAULT_DB, ConfigError, load_secret
+from ..durations import parse_duration
 from ..record_views import iso
 from ..store import Conflict, NotFound, Store, StoreUnavailable, open_store
 from ..text import json_printable, printable
 
 __all__ = [
+    "collect_pages",
     "db_option",
     "emit_json",
     "fail",
@@ -35,10 +38,48 @@ __all__ = [
     "read_secret",
     "run",
     "shown",
+    "since_moment",
     "with_accounts",
 ]
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+PAGE_SIZE = 1000  # rows asked of the store at a time when a command collects a long list
+
+
+class Page(Protocol[T_co]):
+    """A page of a store listing (:class:`~moeconnect.store.base.AttemptPage`, an audit page)."""
+
+    @property
+    def items(self) -> Sequence[T_co]: ...
+    @property
+    def next_cursor(self) -> str | None: ...
+
+
+async def collect_pages(
+    fetch: Callable[[int, str | None], Awaitable[Page[T]]], limit: int
+) -> list[T]:
+    """Up to ``limit`` items of a paginated listing: ``fetch(size, cursor)`` reads one page."""
+    rows: list[T] = []
+    cursor = None
+    while len(rows) < limit:
+        page = await fetch(min(PAGE_SIZE, limit - len(rows)), cursor)
+        rows += page.items
+        if (cursor := page.next_cursor) is None:
+            break
+    return rows
+
+
+def since_moment(since: str | None) -> datetime | None:
+    """``--since 24h`` as the moment it names; a bad duration exits 2 naming the option."""
+    if since is None:
+        return None
+    try:
+        return datetime.now(UTC) - parse_duration(since)
+    except (ValueError, OverflowError) as err:
+        fail(f"--since: {err}", 2)
+
 
 db_option = click.option(
     "--db",
@@ -58,7 +99,7 @@ def shown(value: object) -> str:
     return printable("" if value is None else str(value))
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``Error: message`` to stderr (escaped: it may quote a stored name) and exit."""
     click.echo(f"Error: {printable(message)}", err=True)
     sys.exit(code)

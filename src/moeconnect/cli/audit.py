@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import click
 
 from ..accounts import Accounts
 from ..audit import AuditEntry, describe
 from ..audit_views import audit_json
-from ..durations import parse_duration
-from ._common import db_option, emit_json, fail, iso, json_option, print_table, with_accounts
+from ._common import (
+    collect_pages,
+    db_option,
+    emit_json,
+    fail,
+    iso,
+    json_option,
+    print_table,
+    since_moment,
+    with_accounts,
+)
 
 __all__ = ["audit"]
 
@@ -37,30 +44,17 @@ def audit(
     as_json: bool,
 ) -> None:
     """The audit log, newest first: every change, its actor, channel and client IP."""
-    since_at = None
-    if since is not None:
-        try:
-            since_at = datetime.now(UTC) - parse_duration(since)
-        except (ValueError, OverflowError) as err:
-            fail(f"--since: {err}", 2)
+    since_at = since_moment(since)
     if action is not None and "." not in action and not action.isalpha():
         fail(f"--action: {action!r} is not an action or a family of actions", 2)
 
     async def read(accounts: Accounts) -> list[AuditEntry]:
-        rows: list[AuditEntry] = []
-        cursor = None
-        while len(rows) < limit:
-            page = await accounts.store.list_audit(
-                workspace_id=workspace_id,
-                action=action,
-                since=since_at,
-                limit=min(1000, limit - len(rows)),
-                cursor=cursor,
-            )
-            rows += page.items
-            if (cursor := page.next_cursor) is None:
-                break
-        return rows
+        return await collect_pages(
+            lambda size, cursor: accounts.store.list_audit(
+                workspace_id=workspace_id, action=action, since=since_at, limit=size, cursor=cursor
+            ),
+            limit,
+        )
 
     rows = with_accounts(db_url, read)
     if as_json:

@@ -7,18 +7,18 @@ from datetime import UTC, datetime
 import click
 
 from ..accounts import Accounts
-from ..durations import parse_duration
 from ..record_views import attempt_json, summary_json
 from ..store import NotFound
 from ..store.base import AttemptRow, SourceSummary
 from ._common import (
+    collect_pages,
     db_option,
     emit_json,
-    fail,
     iso,
     json_option,
     print_table,
     shown,
+    since_moment,
     with_accounts,
 )
 
@@ -57,30 +57,21 @@ def log(
 
     Successes are shown per source, key and minute with their exact COUNT; failures one by one.
     """
-    since_at = None
-    if since is not None:
-        try:
-            since_at = datetime.now(UTC) - parse_duration(since)
-        except (ValueError, OverflowError) as err:
-            fail(f"--since: {err}", 2)
+    since_at = since_moment(since)
 
     async def action(accounts: Accounts) -> list[AttemptRow]:
         await _require_workspace(accounts, workspace_id)
-        rows: list[AttemptRow] = []
-        cursor = None
-        while len(rows) < limit:
-            page = await accounts.store.list_attempts(
+        return await collect_pages(
+            lambda size, cursor: accounts.store.list_attempts(
                 workspace_id,
                 source=source,
                 outcome=outcome.upper() if outcome else None,
                 since=since_at,
-                limit=min(1000, limit - len(rows)),
+                limit=size,
                 cursor=cursor,
-            )
-            rows += page.items
-            if (cursor := page.next_cursor) is None:
-                break
-        return rows
+            ),
+            limit,
+        )
 
     rows = with_accounts(db_url, action)
     if as_json:
